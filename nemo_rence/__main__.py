@@ -1,0 +1,3 @@
+from nemo_rence.cli import main
+
+raise SystemExit(main())

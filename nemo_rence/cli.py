@@ -1,0 +1,66 @@
+"""The ``nemo-rence`` command line: entry points only.
+
+Each sub-command lives in the module that owns its stage; this file only maps names to
+``module:function`` and imports lazily, so ``nemo-rence --help`` is instant and never imports
+megatron or torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from nemo_rence import __version__
+
+# name -> (module:function that takes the parsed args and returns an exit code,
+#          module:function that adds the sub-command's arguments to its parser, one-line help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "losses": (
+        "nemo_rence.algorithm.losses.cli:run",
+        "nemo_rence.algorithm.losses.cli:add_arguments",
+        "list the registered losses with their paper and equation",
+    ),
+}
+
+
+def _resolve(target: str):
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nemo-rence",
+        description="ReNCE (noise-contrastive RL for LLM reasoning) and its peers: train, "
+        "evaluate, convert checkpoints.",
+    )
+    parser.add_argument("--version", action="version", version=f"nemo-rence {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, add_args, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_add_args=add_args)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # Two-phase parse: the sub-command's own arguments are registered only when it is chosen,
+    # so that importing one stage never imports another's heavy dependencies.
+    known, _ = parser.parse_known_args(argv[:1] if argv and not argv[0].startswith("-") else argv)
+    if known.command is None:
+        parser.print_help()
+        return 0
+    run, add_args, _ = COMMANDS[known.command]
+    sub_parser = argparse.ArgumentParser(
+        prog=f"nemo-rence {known.command}", description=COMMANDS[known.command][2]
+    )
+    _resolve(add_args)(sub_parser)
+    args = sub_parser.parse_args(argv[1:])
+    return int(_resolve(run)(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
