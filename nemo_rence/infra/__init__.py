@@ -1,0 +1,1 @@
+"""Infrastructure: device detection, the CPU compatibility layer, distributed init, logging."""
