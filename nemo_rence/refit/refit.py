@@ -9,7 +9,9 @@ The steps, in order (:meth:`Refitter.refit`):
    tensor is a bucket of its own), bounding the extra memory in flight;
 4. **send + update** — each bucket goes to ``engine.update_weights(bucket, version)``: in process
    on CPU (the ``hf`` engine copies in place), through the engine's API on GPU;
-5. **version** — the engine reports the new version; a mismatch fails loudly;
+5. **finalize + version** — engines that apply weights in a cycle (TensorRT-LLM) get
+   ``engine.finalize_weights(version)`` once after the last bucket; then the engine must report
+   the new version, or the refit fails loudly;
 6. **verify** — after the next generation, :meth:`Refitter.verify` compares the engine's
    per-token logprobs of its rollouts with the policy's logprobs of the same tokens under pi_old
    (:func:`logprob_gap`) and raises :class:`RefitMismatchError` past ``max_logprob_gap``. This
@@ -152,6 +154,9 @@ class Refitter:
             total += nbytes
             tensors += len(bucket)
             buckets += 1
+        finalize = getattr(self.engine, "finalize_weights", None)
+        if finalize is not None:
+            finalize(version)
         if self.engine.version != version:
             raise RefitMismatchError(
                 f"engine reports weight version {self.engine.version} after a refit to {version}"
