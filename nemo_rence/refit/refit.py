@@ -178,7 +178,8 @@ class Refitter:
     ) -> dict[str, float]:
         """Gap metrics; raises RefitMismatchError past ``max_logprob_gap`` when verify is on."""
         gap = logprob_gap(engine_logprobs, policy_logprobs, mask)
-        if self.config.verify and gap["refit/logprob_gap"] > self.config.max_logprob_gap:
+        # "not <=" so that a NaN gap (e.g. uninitialised engine weights) fails too.
+        if self.config.verify and not gap["refit/logprob_gap"] <= self.config.max_logprob_gap:
             raise RefitMismatchError(
                 f"engine and policy disagree on the rollouts' token logprobs: mean gap "
                 f"{gap['refit/logprob_gap']:.4g} nats (max {gap['refit/logprob_gap_max']:.4g}) > "

@@ -128,3 +128,11 @@ def test_logprob_gap_on_hand_computed_values():
 def test_bad_refit_config_names_the_field(kwargs, msg):
     with pytest.raises(ValueError, match=msg):
         RefitConfig(**kwargs)
+
+
+def test_nan_engine_logprobs_fail_verification():
+    engine = HFEngine(tiny_llama(0), [EOS])
+    with pytest.raises(RefitMismatchError, match="nan"):
+        Refitter(RefitConfig(), engine).verify(
+            [[float("nan"), -1.0]], torch.tensor([[-1.0, -1.0]]), torch.ones(1, 2)
+        )
