@@ -50,7 +50,7 @@ def test_policy_batch_follows_the_padding_contract():
     assert batch.prompt_lengths.tolist() == [2, 2, 1, 1]
     assert batch.response_lengths.tolist() == [3, 1, 2, 0]
     assert batch.group_ids.tolist() == [0, 0, 1, 1]
-    assert batch.extras["rewards"].tolist() == [1.0, 0.1, 0.0, 1.0]
+    torch.testing.assert_close(batch.extras["rewards"], torch.tensor([1.0, 0.1, 0.0, 1.0]))
     torch.testing.assert_close(
         batch.extras["engine_logprobs"],
         torch.tensor(
