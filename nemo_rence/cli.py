@@ -22,6 +22,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "nemo_rence.algorithm.losses.cli:add_arguments",
         "list the registered losses with their paper and equation",
     ),
+    "grade": (
+        "nemo_rence.rewards.cli:run",
+        "nemo_rence.rewards.cli:add_arguments",
+        "grade a jsonl of responses with the math reward (1 / 0.1 / 0)",
+    ),
 }
 
 

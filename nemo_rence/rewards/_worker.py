@@ -1,0 +1,94 @@
+"""The grading worker process of :class:`nemo_rence.rewards.pool.GraderPool`.
+
+The fork server preloads :mod:`nemo_rence.rewards._preload`, which imports this module and warms
+math-verify's LaTeX parser once, so every forked worker starts ready in milliseconds. Importing
+this module itself is cheap (the parent imports it to name the worker's entry point).
+
+Protocol over the duplex pipe (all messages are tuples):
+
+- worker -> parent: ``("ready", pid)`` once, then ``("result", index, RewardResult)`` per item;
+- parent -> worker: ``("batch", [(index, response, gold), ...])``, or ``None`` to exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+from nemo_rence.rewards.math import failed_result, score
+
+
+class SoftTimeout(BaseException):
+    """Raised by the worker's own alarm. A BaseException, so that the ``except Exception``
+    blocks of math-verify and sympy cannot swallow it."""
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    raise SoftTimeout
+
+
+def warm_up() -> None:
+    """Import math-verify and run one parse + verify so that the first real item is fast."""
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    with contextlib.suppress(Exception):  # warming is an optimisation only
+        score(r"\boxed{\frac{x^2}{2}}", r"\frac{x^{2}}{2}+0", sympy_timeout_s=None)
+
+
+def _limit_memory(limit_mb: int | None) -> None:
+    if limit_mb is None:
+        return
+    try:
+        import resource
+
+        limit = int(limit_mb) * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (ImportError, ValueError, OSError):  # not available on this platform
+        pass
+
+
+def grade_one(response: str, gold: str, settings: dict[str, Any]) -> Any:
+    """Grade one item under the soft alarm; a runaway item returns a timed-out result."""
+    start = time.perf_counter()
+    try:
+        try:
+            signal.setitimer(signal.ITIMER_REAL, settings["soft_timeout_s"])
+            return score(
+                response,
+                gold,
+                mode=settings["mode"],
+                max_chars=settings["max_chars"],
+                use_sympy=settings["use_sympy"],
+                sympy_timeout_s=None,
+            )
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except SoftTimeout:
+        return failed_result(timed_out=True, elapsed_s=time.perf_counter() - start)
+
+
+def worker_main(conn: Any, settings: dict[str, Any]) -> None:
+    """Entry point of a worker process: grade batches until told to stop or orphaned."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGALRM, _on_alarm)
+    _limit_memory(settings.get("memory_limit_mb"))
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    warm_up()
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError, KeyboardInterrupt):
+            return
+        if msg is None:
+            return
+        _, batch = msg
+        for index, response, gold in batch:
+            result = grade_one(response, gold, settings)
+            try:
+                conn.send(("result", index, result))
+            except (OSError, ValueError):
+                return

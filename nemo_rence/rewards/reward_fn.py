@@ -1,0 +1,68 @@
+"""``MathReward``: the paper's math reward as a :class:`~nemo_rence.rewards.protocol.RewardFn`.
+
+It owns a :class:`~nemo_rence.rewards.pool.GraderPool` (started lazily, closed by ``close()`` or a
+``with`` block) and grades each response against ``record.answer``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from nemo_rence.data.records import PromptRecord
+from nemo_rence.rewards.math import RewardResult
+from nemo_rence.rewards.pool import GraderConfig, GraderPool
+
+
+@dataclass
+class RewardConfig:
+    """Settings of the math reward.
+
+    Attributes:
+        grader: the process-pool settings, including ``mode`` ("paper": 1 / 0.1 / 0, as ReNCE
+            section 4.1; "binary": 1 / 0, as ConSPO), ``timeout_s`` and ``max_chars``.
+    """
+
+    grader: GraderConfig = field(default_factory=GraderConfig)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.grader, GraderConfig):
+            raise TypeError(f"grader must be a GraderConfig, got {type(self.grader).__name__}")
+
+
+class MathReward:
+    """Boxed-answer math reward graded in a worker pool with hard per-item time limits."""
+
+    def __init__(self, config: RewardConfig | None = None) -> None:
+        self.config = config or RewardConfig()
+        self.pool = GraderPool(config=self.config.grader)
+
+    def __call__(self, record: PromptRecord, response: str) -> RewardResult:
+        """Grade one response to ``record``."""
+        return self.batch([record], [response])[0]
+
+    def batch(
+        self, records: Sequence[PromptRecord], responses: Sequence[str]
+    ) -> list[RewardResult]:
+        """Grade ``responses[i]`` against ``records[i].answer``."""
+        if len(records) != len(responses):
+            raise ValueError(
+                f"records and responses must have the same length, got {len(records)} and "
+                f"{len(responses)}"
+            )
+        return self.pool.score_batch(list(responses), [r.answer for r in records])
+
+    def metrics(self) -> dict[str, float]:
+        """Cumulative grader counters (``rewards/timeouts`` ...)."""
+        return self.pool.metrics()
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        self.pool.close()
+
+    def __enter__(self) -> MathReward:
+        self.pool.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

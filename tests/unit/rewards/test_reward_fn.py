@@ -1,0 +1,45 @@
+"""MathReward implements the RewardFn protocol on PromptRecords; the pool works from threads."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from nemo_rence.data.records import PromptRecord
+from nemo_rence.rewards.pool import GraderConfig
+from nemo_rence.rewards.protocol import RewardFn
+from nemo_rence.rewards.reward_fn import MathReward, RewardConfig
+
+
+def test_math_reward_grades_records_single_and_batched():
+    record = PromptRecord(id="p0", problem="What is 1/2 + 1/4?", answer=r"\frac{3}{4}", source="t")
+    cfg = RewardConfig(grader=GraderConfig(num_workers=1, mode="binary"))
+    with MathReward(cfg) as reward_fn:
+        assert isinstance(reward_fn, RewardFn)
+        assert reward_fn(record, r"... so $\boxed{0.75}$").reward == 1.0
+        results = reward_fn.batch([record, record], [r"\boxed{0.5}", "0.75"])
+        assert [r.reward for r in results] == [0.0, 0.0]  # binary: wrong and unboxed are 0
+        assert reward_fn.metrics()["rewards/items"] == 3.0
+        with pytest.raises(ValueError, match="same length"):
+            reward_fn.batch([record], [])
+
+
+def test_pool_called_from_threads_grades_correctly(pool):
+    results: dict[int, list[float]] = {}
+
+    def work(i: int) -> None:
+        res = pool.score_batch([rf"\boxed{{{i}}}", rf"\boxed{{{i + 1}}}"], [str(i), str(i)])
+        results[i] = [r.reward for r in res]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == {i: [1.0, 0.1] for i in range(3)}
+
+
+def test_reward_config_rejects_a_wrong_grader_type():
+    with pytest.raises(TypeError, match="grader"):
+        RewardConfig(grader={"mode": "paper"})  # type: ignore[arg-type]
