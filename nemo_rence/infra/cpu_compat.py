@@ -13,7 +13,10 @@ tracker (``torch.cuda.get_rng_state`` / ``manual_seed`` and megatron's
 2. CPU stand-ins for ``torch.cuda.current_device``, ``synchronize``, ``manual_seed(_all)``,
    ``get_rng_state`` / ``set_rng_state`` backed by a private CPU ``torch.Generator`` that plays
    the role of the device generator (so megatron's RNG tracker forks and restores a real state);
-3. the same stand-ins for megatron's ``tensor_parallel.random._get/_set_cuda_rng_state``.
+3. the same stand-ins for megatron's ``tensor_parallel.random._get/_set_cuda_rng_state``;
+4. the mode re-entered around the ``backward`` of custom autograd Functions: the autograd engine
+   runs them with an EMPTY torch-function mode stack, and megatron's activation recomputation
+   (``CheckpointFunction.backward``) re-runs the forward there.
 
 It is active only when CUDA is absent: :func:`enable` is a no-op (returns ``False``) on a GPU
 machine, so this module changes nothing there. Enable it once per process before building a
@@ -99,6 +102,18 @@ def _patch_megatron_rng() -> None:
     mcore_random._set_cuda_rng_state = _set_rng_state
 
 
+def _patch_custom_backward() -> None:
+    from torch.autograd.function import BackwardCFunction
+
+    original = BackwardCFunction.apply
+
+    def apply(self: Any, *args: Any) -> Any:
+        with _CudaToCpuMode():
+            return original(self, *args)
+
+    BackwardCFunction.apply = apply  # type: ignore[method-assign]
+
+
 def is_enabled() -> bool:
     """Whether the compatibility layer is active in this process."""
     return _enabled
@@ -114,6 +129,7 @@ def enable() -> bool:
             return True
         _patch_torch_cuda()
         _patch_megatron_rng()
+        _patch_custom_backward()
         _mode = _CudaToCpuMode()
         _mode.__enter__()
         _enabled = True

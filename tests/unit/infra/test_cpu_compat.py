@@ -59,6 +59,30 @@ def test_cpu_tensors_and_math_are_unchanged_under_the_layer():
     assert out.split() == ["True", "torch.float64"]
 
 
+def test_cuda_arguments_are_rewritten_inside_custom_autograd_backward():
+    out = _run(
+        """
+        import torch
+        from nemo_rence.infra import cpu_compat
+        cpu_compat.enable()
+
+        class Recompute(torch.autograd.Function):  # like megatron's CheckpointFunction
+            @staticmethod
+            def forward(ctx, x):
+                return x * 2
+
+            @staticmethod
+            def backward(ctx, grad):
+                return grad * torch.full((1,), 2.0, device="cuda")
+
+        x = torch.ones(3, requires_grad=True)
+        Recompute.apply(x).sum().backward()
+        print(x.grad.tolist())
+        """
+    )
+    assert out.strip() == "[2.0, 2.0, 2.0]"
+
+
 def test_megatron_rng_tracker_forks_and_restores_a_real_state():
     out = _run(
         """
