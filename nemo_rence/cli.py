@@ -17,10 +17,20 @@ from nemo_rence import __version__
 # name -> (module:function that takes the parsed args and returns an exit code,
 #          module:function that adds the sub-command's arguments to its parser, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "train": (
+        "nemo_rence.train:run",
+        "nemo_rence.train:add_arguments",
+        "train a policy (ReNCE by default) with Hydra overrides, e.g. algorithm=grpo",
+    ),
     "losses": (
         "nemo_rence.algorithm.losses.cli:run",
         "nemo_rence.algorithm.losses.cli:add_arguments",
         "list the registered losses with their paper and equation",
+    ),
+    "convert": (
+        "nemo_rence.checkpoint.cli:run",
+        "nemo_rence.checkpoint.cli:add_arguments",
+        "convert checkpoints: hf-to-megatron, megatron-to-hf, gguf-to-hf, nemo-to-hf, hf-to-nemo",
     ),
     "grade": (
         "nemo_rence.rewards.cli:run",
