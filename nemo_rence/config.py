@@ -216,6 +216,10 @@ class RunConfig:
     """Run directory: config, metrics.jsonl, TensorBoard events, checkpoints."""
     eval_every: int = 0
     """Evaluate on held-out prompts every N iterations (0: only before and after)."""
+    save_every: int = 1
+    """Checkpoint every N iterations (and always at the end and on SIGUSR1/SIGTERM)."""
+    keep_checkpoints: int = 2
+    """Complete checkpoints kept on disk (older ones are deleted after a new one is complete)."""
     eval_size: int = 64
     """Held-out prompts per evaluation."""
     threads: int = 0
@@ -226,6 +230,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         _positive("run", "iterations", self.iterations)
         _positive("run", "eval_every", self.eval_every, strict=False)
+        _positive("run", "save_every", self.save_every, strict=False)
+        _positive("run", "keep_checkpoints", self.keep_checkpoints)
 
 
 @dataclass
@@ -245,7 +251,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         from nemo_rence.algorithm import losses
 
-        name = self.loss.get("name")
+        name = str(self.loss.get("name"))
         try:
             spec = losses.get(name)
         except (KeyError, ValueError) as err:
@@ -313,22 +319,57 @@ def build(mapping: Mapping[str, Any]) -> TrainConfig:
     return _build_section(TrainConfig, mapping, "config")
 
 
+def _is_group_override(override: str) -> bool:
+    key = override.split("=", 1)[0].lstrip("+~")
+    return "." not in key and (CONF_DIR / key).is_dir()
+
+
 def compose(overrides: Sequence[str] = (), config_name: str = "train") -> TrainConfig:
-    """Compose ``conf/<config_name>.yaml`` with Hydra overrides, then :func:`build` it."""
+    """Compose ``conf/<config_name>.yaml`` with overrides, then :func:`build` it.
+
+    ``group=option`` overrides (``algorithm=grpo``) choose presets through Hydra; ``key=value``
+    overrides (``filter.t_easy=0.99``) apply on top, and may set any field of the schema, even one
+    no preset mentions (the schema's defaults are merged under the presets first).
+    """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
+    groups = [o for o in overrides if _is_group_override(o)]
+    values = [o.lstrip("+") for o in overrides if not _is_group_override(o)]
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+            composed = hydra_compose(config_name=config_name, overrides=groups)
     except HydraException as err:
         raise ConfigError(f"config composition failed: {err}") from err
+    defaults = _defaults()
+    OmegaConf.set_struct(composed, False)  # unknown keys reach build(), which names them
     try:
-        container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    except Exception as err:  # omegaconf.MissingMandatoryValue and interpolation errors
+        merged = OmegaConf.merge(
+            OmegaConf.create(defaults), composed, OmegaConf.from_dotlist(values)
+        )
+        container = OmegaConf.to_container(merged, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "a field"
-        raise ConfigError(f"{key} has no value (???): set it, e.g. {key}=...") from err
+        if "Missing mandatory value" in str(err):
+            raise ConfigError(f"{key} has no value (???): set it, e.g. {key}=...") from err
+        raise ConfigError(f"bad override or value at {key}: {str(err).splitlines()[0]}") from err
     assert isinstance(container, dict)
-    return build(container)
+    return build({str(k): v for k, v in container.items()})
+
+
+def _defaults() -> dict[str, Any]:
+    """The schema's default values, as plain containers (the loss section is left to presets)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "loss":
+            continue
+        assert f.default_factory is not dataclasses.MISSING
+        section = f.default_factory()
+        out[f.name] = {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(section).items()
+        }
+    return out

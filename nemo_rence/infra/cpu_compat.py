@@ -31,13 +31,15 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["enable", "is_enabled"]
+__all__ = ["enable", "is_enabled", "suspended"]
 
 _lock = threading.Lock()
 _enabled = False
@@ -83,14 +85,14 @@ def _manual_seed(seed: int) -> None:
 
 def _patch_torch_cuda() -> None:
     cuda = torch.cuda
-    cuda.current_device = lambda: 0  # type: ignore[assignment]
-    cuda.synchronize = lambda device=None: None  # type: ignore[assignment]
-    cuda.manual_seed = _manual_seed  # type: ignore[assignment]
-    cuda.manual_seed_all = _manual_seed  # type: ignore[assignment]
-    cuda.get_rng_state = lambda device="cuda": _device_generator.get_state()  # type: ignore[assignment]
-    cuda.set_rng_state = lambda new_state, device="cuda": _set_rng_state(new_state)  # type: ignore[assignment]
-    cuda.random.get_rng_state = cuda.get_rng_state  # type: ignore[assignment]
-    cuda.random.set_rng_state = cuda.set_rng_state  # type: ignore[assignment]
+    cuda.current_device = lambda: 0
+    cuda.synchronize = lambda device=None: None
+    cuda.manual_seed = _manual_seed
+    cuda.manual_seed_all = _manual_seed
+    cuda.get_rng_state = lambda device="cuda": _device_generator.get_state()
+    cuda.set_rng_state = lambda new_state, device="cuda": _set_rng_state(new_state)
+    cuda.random.get_rng_state = cuda.get_rng_state
+    cuda.random.set_rng_state = cuda.set_rng_state
 
 
 def _patch_megatron_rng() -> None:
@@ -112,6 +114,29 @@ def _patch_custom_backward() -> None:
             return original(self, *args)
 
     BackwardCFunction.apply = apply  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def suspended() -> Iterator[None]:
+    """Run a block without the device-rewriting mode (no per-op Python overhead).
+
+    For code that never asks for CUDA, e.g. the ``hf`` rollout engine generating in the same
+    process as the Megatron policy: every torch call under the mode goes through Python.
+    """
+    if not _enabled or _mode is None:
+        yield
+        return
+    from torch.overrides import _get_current_function_mode_stack, _pop_mode, _push_mode
+
+    stack = _get_current_function_mode_stack()
+    if not stack or stack[-1] is not _mode:  # someone pushed another mode on top: leave it
+        yield
+        return
+    _pop_mode()
+    try:
+        yield
+    finally:
+        _push_mode(_mode)
 
 
 def is_enabled() -> bool:

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
+from nemo_rence.infra import cpu_compat
 from nemo_rence.rollout.interface import Rollouts, SamplingParams
 
 __all__ = ["HFEngine", "sample_next"]
@@ -113,8 +114,13 @@ class HFEngine:
         return moved
 
     # -- generation -------------------------------------------------------------------------
-    @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> Rollouts:
+        # In a process where Megatron's CPU compatibility layer is on, every torch op would go
+        # through its Python device-rewriting mode; generation never needs it.
+        with cpu_compat.suspended(), torch.no_grad():
+            return self._generate(prompts, params)
+
+    def _generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> Rollouts:
         if not prompts:
             return Rollouts(weight_version=self._version)
         if any(len(p) == 0 for p in prompts):

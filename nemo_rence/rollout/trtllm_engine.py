@@ -92,8 +92,8 @@ def _token_logprobs(output: Any) -> list[float]:
     out: list[float] = []
     for tok, lp in zip(output.token_ids, output.logprobs or [], strict=False):
         if isinstance(lp, dict):
-            entry = lp[tok]
-            out.append(float(getattr(entry, "logprob", entry)))
+            entry: Any = lp[tok]
+            out.append(float(entry.logprob if hasattr(entry, "logprob") else entry))
         else:
             out.append(float(lp))
     return out

@@ -83,6 +83,27 @@ def test_cuda_arguments_are_rewritten_inside_custom_autograd_backward():
     assert out.strip() == "[2.0, 2.0, 2.0]"
 
 
+def test_suspended_block_runs_without_the_mode_and_restores_it():
+    out = _run(
+        """
+        import torch
+        from torch.overrides import _get_current_function_mode_stack as stack
+        from nemo_rence.infra import cpu_compat
+        cpu_compat.enable()
+        before = len(stack())
+        with cpu_compat.suspended():
+            inside = len(stack())
+            try:
+                torch.zeros(1, device="cuda")
+                raised = False
+            except (RuntimeError, AssertionError):
+                raised = True
+        print(before, inside, raised, len(stack()), torch.zeros(1, device="cuda").device)
+        """
+    )
+    assert out.split() == ["1", "0", "True", "1", "cpu"]
+
+
 def test_megatron_rng_tracker_forks_and_restores_a_real_state():
     out = _run(
         """

@@ -1,0 +1,158 @@
+"""Build the loop's components from a validated :class:`~nemo_rence.config.TrainConfig`.
+
+Order (cheap checks first, so a bad path fails before megatron starts):
+
+1. model directory: SmolLM2 from the shipped GGUF (converted once, cached), a tiny random
+   model written in code, or the user's HF directory;
+2. tokenizer, prompt template, datasets (train / held-out), the resumable prompt sampler;
+3. torch.distributed + megatron parallel state (gloo on CPU, NCCL on GPU);
+4. the Megatron policy, loaded from the HF weights;
+5. the rollout engine (rank 0) on the same weights; the reward's grader pool.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nemo_rence.config import ModelConfig, TrainConfig
+from nemo_rence.data.records import PromptRecord
+from nemo_rence.data.sampler import PromptSampler
+from nemo_rence.loop import Components
+
+__all__ = ["build_components", "resolve_model_dir"]
+
+
+def resolve_model_dir(model: ModelConfig, work_dir: Path, seed: int = 0) -> Path:
+    """The HF directory the policy and the engine start from."""
+    if model.source == "smollm2":
+        from nemo_rence.checkpoint.gguf import smollm2_hf_dir
+
+        return smollm2_hf_dir()
+    if model.source == "tiny":
+        from nemo_rence.tiny import write_tiny_hf_dir
+
+        out = work_dir / "tiny-model"
+        if not (out / "config.json").is_file():
+            write_tiny_hf_dir(out, layers=model.tiny_layers, hidden=model.tiny_hidden, seed=seed)
+        return out
+    assert model.hf_dir is not None
+    path = Path(model.hf_dir)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"model.hf_dir={path} has no config.json (an HF model directory)")
+    return path
+
+
+def _datasets(cfg: TrainConfig) -> tuple[list[PromptRecord], list[PromptRecord]]:
+    d = cfg.data
+    if d.task == "arithmetic":
+        from nemo_rence.data.synthetic import ArithmeticConfig, generate_arithmetic
+
+        arith = ArithmeticConfig(
+            digits=d.digits, steps=d.steps, operations=tuple(d.operations), seed=d.seed
+        )
+        train = generate_arithmetic(d.train_size, arith, split="train")
+        heldout = generate_arithmetic(d.heldout_size, arith, split="heldout")
+        return train, heldout
+    from nemo_rence.data.loaders import load_prompts
+
+    assert d.path is not None
+    loaded = load_prompts(d.path, "generic")
+    records = list(loaded.records)
+    return records, records[: d.heldout_size]
+
+
+@dataclass
+class Built:
+    """The components plus what the run owns and must close or checkpoint."""
+
+    parts: Components
+    sampler: PromptSampler
+    reward: Any
+    hf_dir: Path
+    rank: int
+
+
+def build_components(cfg: TrainConfig, work_dir: Path) -> Built:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from nemo_rence.data.template import PromptConfig, encode_prompt, filter_by_length
+    from nemo_rence.policy.megatron.model import ArchSpec
+    from nemo_rence.policy.megatron.optimizer import OptimizerSettings
+    from nemo_rence.policy.megatron.parallel import init_parallel
+    from nemo_rence.policy.megatron.policy import MegatronPolicy, MegatronPolicyConfig
+    from nemo_rence.rewards.pool import GraderConfig
+    from nemo_rence.rewards.reward_fn import MathReward, RewardConfig
+    from nemo_rence.rollout.hf_engine import HFEngine
+
+    hf_dir = resolve_model_dir(cfg.model, work_dir, cfg.run.seed)
+    tokenizer = AutoTokenizer.from_pretrained(hf_dir)
+    prompt_cfg = PromptConfig(
+        template=cfg.data.template,
+        chat=cfg.data.chat_template,
+        max_prompt_tokens=cfg.data.max_prompt_tokens,
+    )
+    train, heldout = _datasets(cfg)
+    train, dropped = filter_by_length(train, prompt_cfg, tokenizer)
+    heldout, _ = filter_by_length(heldout, prompt_cfg, tokenizer)
+    if not train:
+        raise ValueError(
+            f"no training prompt fits data.max_prompt_tokens={cfg.data.max_prompt_tokens} "
+            f"({dropped} dropped)"
+        )
+    sampler = PromptSampler(len(train), seed=cfg.data.seed)
+    draw = cfg.rollout.prompts_per_draw or cfg.filter.batch_size
+
+    def source() -> list[PromptRecord]:
+        return [train[i] for i in sampler.take(draw)]
+
+    on_gpu = torch.cuda.is_available()
+    dtype = (
+        torch.bfloat16
+        if cfg.policy.precision == "bf16" or (cfg.policy.precision == "auto" and on_gpu)
+        else torch.float32
+    )
+    info = init_parallel(
+        cfg.policy.tensor_parallel, cfg.policy.pipeline_parallel, seed=cfg.run.seed
+    )
+    hf_config = json.loads((hf_dir / "config.json").read_text())
+    arch = ArchSpec.from_hf_config(hf_config)
+    o = cfg.optim
+    policy = MegatronPolicy(
+        arch,
+        MegatronPolicyConfig(
+            micro_batch_size=cfg.rollout.group_size * cfg.policy.micro_batch_groups,
+            temperature=cfg.rollout.temperature,
+            params_dtype=dtype,
+            recompute="full" if cfg.policy.recompute else None,
+            optimizer=OptimizerSettings(
+                lr=o.lr, betas=o.betas, weight_decay=o.weight_decay, clip_grad=o.grad_clip
+            ),
+        ),
+    )
+    policy.load_hf(hf_dir)
+
+    engine_model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
+    eos = engine_model.generation_config.eos_token_id or tokenizer.eos_token_id
+    eos_ids = tuple(eos) if isinstance(eos, list | tuple) else (int(eos),)
+    engine = HFEngine(engine_model, eos_token_ids=eos_ids, pad_token_id=tokenizer.pad_token_id or 0)
+    reward = MathReward(RewardConfig(grader=GraderConfig(num_workers=1)))
+
+    def decode(tokens: Any) -> str:
+        return str(tokenizer.decode(list(tokens), skip_special_tokens=True))
+
+    parts = Components(
+        policy=policy,
+        engine=engine,
+        reward=reward,
+        encode=lambda record: encode_prompt(record, prompt_cfg, tokenizer),
+        decode=decode,
+        eos_token_ids=eos_ids,
+        source=source,
+        heldout=heldout[: cfg.run.eval_size],
+    )
+    return Built(parts=parts, sampler=sampler, reward=reward, hf_dir=hf_dir, rank=info.rank)

@@ -1,0 +1,264 @@
+"""The training iteration of the ReNCE paper's Algorithm 1, as named, timed stages.
+
+One :meth:`Trainer.train_iteration`::
+
+    rollout   prompts -> K rollouts -> rewards -> filter (eq. 3, mastery, cache)   [rank 0]
+    score     pi_old logprobs of the batch; engine-vs-policy refit check
+    update    n_update optimizer steps on mini-batches of whole groups (the loss by name)
+    kl        adaptive KL coefficient update (Ziegler et al.)
+    refit     new weights -> rollout engine (bucketed, versioned)
+
+Data munging lives in :mod:`nemo_rence.batching`; building components in
+:mod:`nemo_rence.build`; the loss, filter and KL controller in :mod:`nemo_rence.algorithm`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from nemo_rence.algorithm.filter import PromptFilter, ScoredGroup
+from nemo_rence.algorithm.kl import build_controller
+from nemo_rence.batching import groups_to_policy_batch, mini_batches, rollouts_to_groups
+from nemo_rence.config import TrainConfig
+from nemo_rence.data.records import PromptRecord
+from nemo_rence.infra.metrics import MetricsLogger, StageTimer
+from nemo_rence.policy.interface import Policy, algorithm_loss
+from nemo_rence.refit import RefitConfig, Refitter
+from nemo_rence.rollout import GenerationEngine, SamplingParams
+
+__all__ = ["Components", "Trainer"]
+
+
+@dataclass
+class Components:
+    """What the loop drives; built by :func:`nemo_rence.build.build_components`."""
+
+    policy: Policy
+    engine: GenerationEngine
+    reward: Any
+    """A RewardFn with ``batch(records, responses) -> list[RewardResult]`` (``MathReward``)."""
+    encode: Callable[[PromptRecord], list[int]]
+    """Prompt record -> prompt token ids (template, chat template, tokenizer)."""
+    decode: Callable[[Sequence[int]], str]
+    """Response token ids -> text for the grader."""
+    eos_token_ids: tuple[int, ...]
+    source: Callable[[], list[PromptRecord]]
+    """D.batch() of Algorithm 1: the next prompts (empty when exhausted)."""
+    heldout: list[PromptRecord]
+
+
+class Trainer:
+    """Runs Algorithm 1 iterations of any registered loss (ReNCE by default)."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        parts: Components,
+        logger: MetricsLogger | None,
+        is_main: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.parts = parts
+        self.logger = logger
+        self.is_main = is_main
+        self.eval_history: list[tuple[int, dict[str, float]]] = []
+        self.timer = StageTimer()
+        self.filter = PromptFilter(cfg.filter, parts.source)
+        kl = cfg.kl
+        kl_args: dict[str, Any] = {"init": kl.init}
+        if kl.controller == "adaptive":
+            kl_args.update(target=kl.target, horizon=kl.horizon)
+        self.kl = build_controller(kl.controller, **kl_args)
+        self.refitter = Refitter(RefitConfig(max_logprob_gap=cfg.run.max_refit_gap), parts.engine)
+        self.rng = random.Random(cfg.run.seed)
+        self.iteration = 0
+        self._encoded: dict[str, list[int]] = {}
+
+    # -- stages -------------------------------------------------------------------------------
+    def _sampling(self, greedy: bool = False) -> SamplingParams:
+        r = self.cfg.rollout
+        return SamplingParams(
+            n=1 if greedy else r.group_size,
+            temperature=0.0 if greedy else r.temperature,
+            top_p=1.0 if greedy else r.top_p,
+            max_new_tokens=r.max_new_tokens,
+            stop_token_ids=self.parts.eos_token_ids,
+            seed=self.rng.randrange(2**31),
+        )
+
+    def _encode(self, record: PromptRecord) -> list[int]:
+        if record.id not in self._encoded:
+            self._encoded[record.id] = self.parts.encode(record)
+        return self._encoded[record.id]
+
+    def rollout_and_grade(self, prompts: list[PromptRecord]) -> list[ScoredGroup]:
+        """Algorithm 1 line 8: K rollouts of each prompt from pi_old, and their rewards."""
+        prompt_ids = [self._encode(p) for p in prompts]
+        out = self.parts.engine.generate(prompt_ids, self._sampling())
+        texts = [self.parts.decode(t) for t in out.token_ids]
+        results = self.parts.reward.batch([prompts[i] for i in out.prompt_index], texts)
+        return rollouts_to_groups(prompts, prompt_ids, out, results)
+
+    def train_iteration(self) -> dict[str, float]:
+        cfg, timer, policy = self.cfg, self.timer, self.parts.policy
+        with timer("rollout"):  # rank 0 generates, grades and filters; the batch is broadcast
+            groups, fstats = _broadcast(
+                self.filter.next_batch(self.rollout_and_grade) if self.is_main else None
+            )
+        with timer("score"):
+            batch = groups_to_policy_batch(groups)
+            old = policy.logprobs(batch)
+            batch.extras["old_logprobs"] = old
+            gap = self._check_refit(batch, old) if self.is_main else {}
+        metrics: dict[str, float] = {}
+        with timer("update"):
+            loss_fn = algorithm_loss(
+                cfg.loss["name"],
+                {k: v for k, v in cfg.loss.items() if k != "name"},
+                kl_coef=self.kl.value,
+                progress=self.iteration / cfg.run.iterations,
+                generator=torch.Generator().manual_seed(self.rng.randrange(2**31)),
+            )
+            steps = [
+                policy.train_step(mini, loss_fn)
+                for mini in mini_batches(
+                    batch, cfg.optim.mini_batch_size, cfg.optim.n_update, self.rng
+                )
+            ]
+            metrics.update(_mean(steps))
+        with timer("kl"):  # measured KL(pi_old || pi_theta), mean over the update steps
+            self.kl.update(metrics.get("kl/k3", 0.0), n_steps=batch.size)
+        with timer("refit"):
+            report = self._refit()
+        self.iteration += 1
+        metrics.update(fstats.metrics(cfg.filter.batch_size))
+        metrics.update(report)
+        metrics.update(gap)
+        metrics.update(_reward_metrics(groups))
+        metrics["kl/coef"] = self.kl.value
+        metrics.update(self.timer.pop())
+        if self.logger is not None:
+            self.logger.log(self.iteration, metrics)
+        return metrics
+
+    def _check_refit(self, batch: Any, old: torch.Tensor) -> dict[str, float]:
+        """Engine-vs-policy logprobs on the rollouts the current engine weights generated."""
+        fresh = batch.extras["engine_version"] == self.parts.engine.version
+        mask = batch.response_mask[fresh]
+        engine_lp = batch.extras["engine_logprobs"][fresh]
+        return self.refitter.verify(
+            [row[: int(m.sum())].tolist() for row, m in zip(engine_lp, mask, strict=True)],
+            old[fresh],
+            mask,
+        )
+
+    def _refit(self) -> dict[str, float]:
+        """Every rank takes part in the export (TP/PP gathers); rank 0's engine takes the weights."""
+        weights = self.parts.policy.export_weights()
+        if not self.is_main:
+            for _ in weights:
+                pass
+            return {}
+        return self.refitter.refit(weights, version=self.iteration + 1).metrics()
+
+    def log_eval(self, metrics: dict[str, float], tag: str) -> None:
+        """Record an evaluation (before / periodic / after) in the history and the metrics log."""
+        if not metrics:
+            return
+        self.eval_history.append((self.iteration, metrics))
+        if self.logger is not None:
+            self.logger.log(self.iteration, {**metrics, f"eval/is_{tag}": 1.0})
+
+    # -- state (checkpoint / resume) ----------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything of the loop a resumed run needs, as plain containers (weights_only-safe)."""
+        filt = self.filter.state_dict()
+        for g in filt["cache"]:
+            g["prompt"] = dataclasses.asdict(g["prompt"])
+        return {
+            "iteration": self.iteration,
+            "filter": filt,
+            "kl": self.kl.state_dict(),
+            "rng": _rng_state_to_plain(self.rng.getstate()),
+            "engine_version": self.parts.engine.version if self.is_main else self.iteration,
+            "eval_history": [[i, dict(m)] for i, m in self.eval_history],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        filt = state["filter"]
+        for g in filt["cache"]:
+            g["prompt"] = PromptRecord(**g["prompt"])
+        self.filter.load_state_dict(filt)
+        self.kl.load_state_dict(state["kl"])
+        self.rng.setstate(_rng_state_from_plain(state["rng"]))
+        self.iteration = int(state["iteration"])
+        self.eval_history = [(int(i), dict(m)) for i, m in state["eval_history"]]
+        self._refit_to(self.iteration)
+
+    def _refit_to(self, version: int) -> None:
+        weights = self.parts.policy.export_weights()
+        if self.is_main:
+            self.refitter.refit(weights, version=version)
+        else:
+            for _ in weights:
+                pass
+
+    def validate(self, records: Sequence[PromptRecord]) -> dict[str, float]:
+        """Greedy pass@1 on held-out prompts: boxed-and-correct accuracy and boxed rate."""
+        if not records:
+            return {}
+        out = self.parts.engine.generate([self._encode(r) for r in records], self._sampling(True))
+        texts = [self.parts.decode(t) for t in out.token_ids]
+        results = self.parts.reward.batch(list(records), texts)
+        n = len(results)
+        return {
+            "eval/accuracy": sum(r.correct and r.boxed for r in results) / n,
+            "eval/boxed": sum(r.boxed for r in results) / n,
+            "eval/reward": sum(r.reward for r in results) / n,
+            "eval/response_tokens": sum(out.lengths) / n,
+        }
+
+
+def _broadcast(obj: Any) -> Any:
+    """Rank 0's object on every rank (identity without torch.distributed)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _rng_state_to_plain(state: tuple) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _rng_state_from_plain(state: list) -> tuple:
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
+
+
+def _mean(steps: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    keys = {k for s in steps for k in s}
+    return {k: sum(s[k] for s in steps if k in s) / sum(k in s for s in steps) for k in keys}
+
+
+def _reward_metrics(groups: Sequence[ScoredGroup]) -> dict[str, float]:
+    rewards = [r for g in groups for r in g.rewards]
+    lengths = [len(t) for g in groups for t in g.rollouts["token_ids"]]
+    logprobs = [lp for g in groups for row in g.rollouts["logprobs"] for lp in row]
+    return {
+        # -mean sampled-token logprob: a Monte-Carlo estimate of the per-token entropy
+        "rollout/entropy": -sum(logprobs) / max(len(logprobs), 1),
+        "reward/mean": sum(rewards) / max(len(rewards), 1),
+        "reward/correct_rate": sum(r >= 1.0 for r in rewards) / max(len(rewards), 1),
+        "rollout/response_tokens_mean": sum(lengths) / max(len(lengths), 1),
+    }

@@ -1,0 +1,150 @@
+"""``nemo-rence train [overrides]``: compose the config, build the components, run the loop.
+
+    nemo-rence train                                   # the embedded default (conf/train.yaml)
+    nemo-rence train algorithm=grpo run.iterations=20  # any Hydra override
+    torchrun --nproc_per_node 2 -m nemo_rence train policy.tensor_parallel=2 model=tiny
+
+A run directory (``run.out_dir``) receives ``config.json``, ``metrics.jsonl``, TensorBoard events
+(``tb/``) and atomic checkpoints (``checkpoints/iter-NNNNNN`` + a ``latest`` pointer written last).
+An existing ``latest`` is resumed automatically. SIGUSR1 / SIGTERM (SLURM preemption) finish the
+current iteration, write a checkpoint and exit with code 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="Hydra overrides: 'group=option' (algorithm=grpo) or 'key=value' (optim.lr=2e-6)",
+    )
+    parser.add_argument("--config-name", default="train", help="config in conf/ (default: train)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+class _StopFlag:
+    """Set by SIGUSR1 / SIGTERM; the loop checkpoints and exits after the current iteration."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signal = signum
+
+
+def _progress(total: int, initial: int, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="it", dynamic_ncols=True)
+
+
+def _summary(metrics: dict[str, float]) -> dict[str, str]:
+    keys = {
+        "reward/correct_rate": "correct",
+        "filter/accept_rate": "accept",
+        "loss/total": "loss",
+        "kl/coef": "kl_coef",
+        "refit/logprob_gap": "gap",
+    }
+    return {short: f"{metrics[k]:.3g}" for k, short in keys.items() if k in metrics}
+
+
+def run(args: argparse.Namespace) -> int:
+    from nemo_rence.config import ConfigError, compose
+
+    try:
+        cfg = compose(args.overrides, config_name=args.config_name)
+    except ConfigError as err:
+        print(f"nemo-rence train: {err}", file=sys.stderr)
+        return 2
+
+    import torch
+
+    if cfg.run.threads > 0:
+        torch.set_num_threads(cfg.run.threads)
+    from nemo_rence.build import build_components
+    from nemo_rence.infra.metrics import MetricsLogger
+    from nemo_rence.loop import Trainer
+    from nemo_rence.run_state import CheckpointManager
+
+    run_dir = Path(cfg.run.out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    built = build_components(cfg, run_dir)
+    main = built.rank == 0
+    if main:
+        (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    logger = MetricsLogger(run_dir, tensorboard=main) if main else None
+    trainer = Trainer(cfg, built.parts, logger, is_main=main)
+    ckpt = CheckpointManager(run_dir / "checkpoints", keep=cfg.run.keep_checkpoints)
+    stop = _StopFlag()
+    resumed = ckpt.resume(trainer, built)
+    start = time.perf_counter()
+    try:
+        if not resumed:
+            before = trainer.validate(built.parts.heldout)
+            trainer.log_eval(before, "before")
+            if main and before:
+                print(f"held-out before training: {_fmt(before)}", flush=True)
+        bar = _progress(cfg.run.iterations, trainer.iteration, main and not args.no_progress)
+        while trainer.iteration < cfg.run.iterations:
+            metrics = trainer.train_iteration()
+            bar.update(1)
+            bar.set_postfix(_summary(metrics))
+            if cfg.run.eval_every and trainer.iteration % cfg.run.eval_every == 0:
+                trainer.log_eval(trainer.validate(built.parts.heldout), "periodic")
+            if stop.signal is not None:
+                path = ckpt.save(trainer, built)
+                if main:
+                    print(f"signal {stop.signal}: checkpoint {path}, exiting", flush=True)
+                return 0
+            if cfg.run.save_every and trainer.iteration % cfg.run.save_every == 0:
+                ckpt.save(trainer, built)
+        bar.close()
+        latest = ckpt.latest()
+        if latest is None or latest.name != f"iter-{trainer.iteration:06d}":
+            latest = ckpt.save(trainer, built)
+        after = trainer.validate(built.parts.heldout)
+        trainer.log_eval(after, "after")
+        if main:
+            print(f"held-out after training:  {_fmt(after)}", flush=True)
+            first = trainer.eval_history[0][1] if trainer.eval_history else {}
+            if "eval/accuracy" in after and "eval/accuracy" in first:
+                delta = 100 * (after["eval/accuracy"] - first["eval/accuracy"])
+                print(f"held-out accuracy change: {delta:+.1f} points", flush=True)
+            print(
+                f"run directory: {run_dir} (metrics.jsonl, tb/, checkpoints/ -> {latest.name}); "
+                f"{time.perf_counter() - start:.0f} s",
+                flush=True,
+            )
+        return 0
+    finally:
+        built.reward.close()
+        if logger is not None:
+            logger.close()
+        from nemo_rence.policy.megatron.parallel import teardown
+
+        teardown()
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in sorted(metrics.items()))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    parser = argparse.ArgumentParser(prog="nemo-rence train")
+    add_arguments(parser)
+    raise SystemExit(run(parser.parse_args()))

@@ -1,0 +1,154 @@
+"""The real entry point, ``nemo-rence train``, at toy budgets on a tiny model: run directory,
+metrics, checkpoints, exact resume after SIGKILL, and a clean checkpointed exit on SIGUSR1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+TINY = [
+    "model=tiny",
+    "filter.enabled=false",  # a random model never boxes an answer: keep every group
+    "filter.batch_size=2",
+    "optim.mini_batch_size=1",
+    "optim.n_update=2",
+    "rollout.group_size=4",
+    "rollout.max_new_tokens=12",
+    "data.max_prompt_tokens=512",
+    "run.eval_size=4",
+]
+
+
+def _cmd(out: Path, iterations: int, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "nemo_rence",
+        "train",
+        *TINY,
+        f"run.out_dir={out}",
+        f"run.iterations={iterations}",
+        *extra,
+        "--no-progress",
+    ]
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
+
+
+def _train(out: Path, iterations: int, *extra: str) -> str:
+    proc = subprocess.run(
+        _cmd(out, iterations, *extra), env=_env(), capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc.stdout
+
+
+def _iterations(out: Path) -> dict[int, dict]:
+    """The last metrics line of each training iteration (eval lines excluded)."""
+    rows = {}
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if "loss/total" in row:
+            rows[row["iteration"]] = row
+    return rows
+
+
+def _deterministic(row: dict) -> dict:
+    return {k: v for k, v in row.items() if not k.startswith(("time/", "refit/seconds"))}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("reference")
+    stdout = _train(out, 3)
+    assert "held-out accuracy change" in stdout
+    return out
+
+
+def test_train_writes_config_metrics_tensorboard_and_checkpoints(reference):
+    cfg = json.loads((reference / "config.json").read_text())
+    assert cfg["loss"]["name"] == "rence" and cfg["run"]["iterations"] == 3
+    rows = _iterations(reference)
+    assert sorted(rows) == [1, 2, 3]
+    for key in (
+        "loss/total",
+        "kl/coef",
+        "filter/accept_rate",
+        "filter/rollouts_per_accepted_prompt",
+        "refit/logprob_gap",
+        "refit/seconds",
+        "reward/mean",
+        "rollout/entropy",
+        "time/rollout",
+        "time/update",
+    ):
+        assert key in rows[1], key
+    assert rows[3]["refit/logprob_gap"] < 1e-4  # the engine samples from the policy's weights
+    assert list((reference / "tb").glob("events.out.tfevents.*"))
+    ckpts = reference / "checkpoints"
+    assert (ckpts / "latest").read_text().strip() == "iter-000003"
+    assert sorted(p.name for p in ckpts.glob("iter-*")) == ["iter-000002", "iter-000003"]
+    assert (ckpts / "iter-000003" / "trainer.pt").is_file()
+
+
+def test_a_run_killed_with_sigkill_resumes_and_continues_exactly(reference, tmp_path):
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        _cmd(out, 3), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    latest = out / "checkpoints" / "latest"
+    deadline = time.monotonic() + 300
+    while not (latest.is_file() and latest.read_text().strip() == "iter-000001"):
+        assert proc.poll() is None, "the run ended before its first checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    _train(out, 3)  # resumes from the last complete checkpoint
+    resumed, uninterrupted = _iterations(out), _iterations(reference)
+    for it in (2, 3):
+        assert _deterministic(resumed[it]) == _deterministic(uninterrupted[it])
+
+
+def test_sigusr1_checkpoints_and_exits_cleanly_then_the_run_resumes(reference, tmp_path):
+    out = tmp_path / "preempted"
+    proc = subprocess.Popen(
+        _cmd(out, 3, "run.save_every=0"),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not (out / "metrics.jsonl").is_file() or 1 not in _iterations(out):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR1)
+    stdout, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and "checkpoint" in stdout
+    stopped_at = int((out / "checkpoints" / "latest").read_text().strip().split("-")[1])
+    assert 1 <= stopped_at < 3
+    _train(out, 3)
+    assert _deterministic(_iterations(out)[3]) == _deterministic(_iterations(reference)[3])
+
+
+def test_a_bad_override_fails_before_any_model_is_built(tmp_path):
+    proc = subprocess.run(
+        _cmd(tmp_path / "bad", 1, "filter.t_easy=1.5"),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "filter.t_easy must be in [0, 1], got 1.5" in proc.stderr
+    assert not (tmp_path / "bad").exists()
