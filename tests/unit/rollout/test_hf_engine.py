@@ -103,6 +103,19 @@ def test_max_length_and_stop_tokens_are_honoured(model):
     assert set(out.finish_reason) <= {"stop", "eos"}
 
 
+def test_sampling_draws_tokens_with_their_probabilities():
+    from nemo_rence.rollout.hf_engine import sample_next
+
+    logits = torch.tensor([[0.0, 1.0, 2.0, -1.0, float("-inf")]]).expand(40_000, 5)
+    params = SamplingParams(n=1, temperature=1.0)
+    tokens, logprobs = sample_next(logits, params, torch.Generator().manual_seed(0))
+    freq = torch.bincount(tokens, minlength=5).double() / len(tokens)
+    expected = torch.softmax(logits[0].double(), -1)
+    assert freq[4] == 0  # a zero-probability token is never drawn
+    assert (freq - expected).abs().max() < 0.01  # 5 sigma at n = 40,000
+    torch.testing.assert_close(logprobs, expected.log().float()[tokens])
+
+
 def test_top_k_one_is_greedy(model):
     engine = HFEngine(model, [EOS])
     greedy = engine.generate(PROMPTS, SamplingParams(n=1, temperature=0, max_new_tokens=8))
