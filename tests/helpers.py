@@ -43,3 +43,57 @@ def torchrun(script: str | Path, *args: str, nproc: int = 2, timeout: float = 60
             f"torchrun {script} failed with exit {proc.returncode}:\n{out[-8000:]}"
         )
     return out
+
+
+def tiny_llama(
+    seed: int = 0,
+    *,
+    vocab: int = 96,
+    hidden: int = 32,
+    heads: int = 4,
+    kv_heads: int = 2,
+    layers: int = 2,
+    tie: bool = True,
+    eos: int = 3,
+):
+    """A random-init transformers Llama (GQA, SwiGLU) in eval mode, deterministic in ``seed``."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=256,
+        tie_word_embeddings=tie,
+        eos_token_id=eos,
+        pad_token_id=0,
+        bos_token_id=1,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+def sequence_logprobs(model, rollouts, prompts, temperature: float = 1.0):
+    """[N, T] log softmax(logits / T) of each rollout's tokens under ``model`` (right-padded),
+    recomputed with one full forward per rollout, and the [N, T] response mask."""
+    import torch
+
+    n, width = len(rollouts), max(max(rollouts.lengths), 1)
+    device = next(model.parameters()).device
+    lp, mask = torch.zeros(n, width), torch.zeros(n, width)
+    with torch.no_grad():
+        for i, (p, toks) in enumerate(zip(rollouts.prompt_index, rollouts.token_ids, strict=True)):
+            if not toks:
+                continue
+            ids = torch.tensor([list(prompts[p]) + list(toks)], device=device)
+            logits = model(ids).logits[0, len(prompts[p]) - 1 : -1].float() / temperature
+            picked = torch.log_softmax(logits, -1).gather(
+                -1, torch.tensor(toks, device=device)[:, None]
+            )
+            lp[i, : len(toks)] = picked[:, 0].cpu()
+            mask[i, : len(toks)] = 1
+    return lp, mask

@@ -10,6 +10,8 @@ import importlib.util
 import pytest
 import torch
 
+from tests.helpers import sequence_logprobs, tiny_llama
+
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(
@@ -19,20 +21,7 @@ pytestmark = [
 
 
 def _tiny_llama_dir(tmp_path, seed):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=512,
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        eos_token_id=2,
-        torch_dtype="bfloat16",
-    )
-    model = LlamaForCausalLM(cfg).to(torch.bfloat16)
+    model = tiny_llama(seed, vocab=512, hidden=128, heads=2, kv_heads=1, eos=2).to(torch.bfloat16)
     out = tmp_path / f"m{seed}"
     model.save_pretrained(out)
     return out, model
@@ -54,18 +43,7 @@ def test_trtllm_refit_makes_engine_logprobs_match_the_new_weights(tmp_path):
     target = target.cuda()
     refitter.refit(((n, p.detach()) for n, p in target.named_parameters()), version=1)
     out = engine.generate(prompts, params)
-    lp = torch.zeros(len(out), max(out.lengths))
-    mask = torch.zeros_like(lp)
-    with torch.no_grad():
-        for i, (p, toks) in enumerate(zip(out.prompt_index, out.token_ids, strict=True)):
-            ids = torch.tensor([prompts[p] + toks], device="cuda")
-            logits = target(ids).logits[0, len(prompts[p]) - 1 : -1].float()
-            lp[i, : len(toks)] = (
-                torch.log_softmax(logits, -1)
-                .gather(-1, torch.tensor(toks, device="cuda")[:, None])[:, 0]
-                .cpu()
-            )
-            mask[i, : len(toks)] = 1
+    lp, mask = sequence_logprobs(target, out, prompts)
     gap = refitter.verify(out.logprobs, lp, mask)
     assert gap["refit/logprob_gap"] < 0.05
     engine.shutdown()

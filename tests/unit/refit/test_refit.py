@@ -4,53 +4,23 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from nemo_rence.refit import RefitConfig, RefitMismatchError, Refitter, logprob_gap
 from nemo_rence.rollout import SamplingParams
 from nemo_rence.rollout.hf_engine import HFEngine
+from tests.helpers import sequence_logprobs, tiny_llama
 
 EOS = 3
 PROMPTS = [[5, 9, 11, 40, 7], [8, 2, 17]]
 
 
-def tiny_llama(seed: int) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=96,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-        eos_token_id=EOS,
-    )
-    return LlamaForCausalLM(cfg).eval()
-
-
-def perturb(model: LlamaForCausalLM) -> None:
+def perturb(model) -> None:
     """One optimizer step on a language-modelling loss: every weight moves a little."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     ids = torch.tensor([PROMPTS[0] * 3])
     model(ids, labels=ids).loss.backward()
     opt.step()
     opt.zero_grad()
-
-
-def policy_logprobs(model, rollouts, prompts, temperature=1.0):
-    """[N, T] logprobs of each rollout's tokens under ``model`` (right-padded) and the mask."""
-    n, t = len(rollouts), max(rollouts.lengths)
-    lp, mask = torch.zeros(n, t), torch.zeros(n, t)
-    with torch.no_grad():
-        for i, (p, toks) in enumerate(zip(rollouts.prompt_index, rollouts.token_ids, strict=True)):
-            ids = torch.tensor([prompts[p] + toks])
-            logits = model(ids).logits[0, len(prompts[p]) - 1 : -1] / temperature
-            lp[i, : len(toks)] = torch.log_softmax(logits, -1).gather(
-                -1, torch.tensor(toks)[:, None]
-            )[:, 0]
-            mask[i, : len(toks)] = 1
-    return lp, mask
 
 
 def export(model):
@@ -69,7 +39,7 @@ def test_after_refit_engine_logprobs_equal_the_policy_logprobs():
     largest = max(p.numel() * 4 for p in policy.parameters())
     assert report.peak_bucket_bytes <= max(4096, largest)
     out = engine.generate(PROMPTS, SamplingParams(n=4, max_new_tokens=8, seed=0, temperature=0.8))
-    lp, mask = policy_logprobs(policy, out, PROMPTS, temperature=0.8)
+    lp, mask = sequence_logprobs(policy, out, PROMPTS, 0.8)
     gap = refitter.verify(out.logprobs, lp, mask)
     assert gap["refit/logprob_gap_max"] < 1e-4
     assert gap["refit/token_mult_prob_error"] == pytest.approx(1.0, abs=1e-4)
@@ -81,7 +51,7 @@ def test_a_stale_engine_is_detected_by_verification():
     refitter = Refitter(RefitConfig(max_logprob_gap=1e-3), engine)
     perturb(policy)  # the policy moved; the refit is skipped
     out = engine.generate(PROMPTS, SamplingParams(n=4, max_new_tokens=8, seed=0))
-    lp, mask = policy_logprobs(policy, out, PROMPTS)
+    lp, mask = sequence_logprobs(policy, out, PROMPTS)
     with pytest.raises(RefitMismatchError, match="stale"):
         refitter.verify(out.logprobs, lp, mask)
     # With verification off the gap is still measured and reported, not ignored.
@@ -95,7 +65,7 @@ def test_casting_to_bfloat16_halves_the_bytes_and_shows_up_in_the_gap():
     report = Refitter(RefitConfig(dtype="bfloat16"), engine).refit(export(policy), version=2)
     assert report.bytes == sum(p.numel() * 2 for p in policy.parameters())
     out = engine.generate(PROMPTS, SamplingParams(n=2, max_new_tokens=6, seed=1))
-    lp, mask = policy_logprobs(policy, out, PROMPTS)
+    lp, mask = sequence_logprobs(policy, out, PROMPTS)
     gap = logprob_gap(out.logprobs, lp, mask)
     assert 0 < gap["refit/logprob_gap"] < 0.05
 

@@ -4,44 +4,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from nemo_rence.rollout import GenerationEngine, SamplingParams
 from nemo_rence.rollout.hf_engine import HFEngine
+from tests.helpers import sequence_logprobs, tiny_llama
 
 EOS = 3
 PROMPTS = [[5, 9, 11, 40, 7], [8, 2], [60, 61, 62]]
 
 
-def tiny_llama(seed: int = 0, tie: bool = True) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=96,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        tie_word_embeddings=tie,
-        eos_token_id=EOS,
-        pad_token_id=0,
-        bos_token_id=1,
-    )
-    return LlamaForCausalLM(cfg).eval()
-
-
 @pytest.fixture(scope="module")
 def model():
     return tiny_llama()
-
-
-def recompute_logprobs(model, prompt, response, temperature=1.0):
-    ids = torch.tensor([list(prompt) + list(response)])
-    with torch.no_grad():
-        logits = model(ids).logits[0, len(prompt) - 1 : -1].float()
-    lp = torch.log_softmax(logits / temperature, -1)
-    return lp.gather(-1, torch.tensor(response)[:, None]).squeeze(-1)
 
 
 def test_engine_satisfies_the_generation_protocol(model):
@@ -84,9 +58,10 @@ def test_rollout_logprobs_match_a_full_forward_recomputation(model, temperature)
     out = engine.generate(
         PROMPTS, SamplingParams(n=3, temperature=temperature, max_new_tokens=9, seed=1)
     )
-    for row, prompt_i in enumerate(out.prompt_index):
-        ref = recompute_logprobs(model, PROMPTS[prompt_i], out.token_ids[row], temperature)
-        torch.testing.assert_close(torch.tensor(out.logprobs[row]), ref, atol=1e-4, rtol=0)
+    ref, _ = sequence_logprobs(model, out, PROMPTS, temperature)
+    for row, toks in enumerate(out.token_ids):
+        got = torch.tensor(out.logprobs[row])
+        torch.testing.assert_close(got, ref[row, : len(toks)], atol=1e-4, rtol=0)
 
 
 def test_max_length_and_stop_tokens_are_honoured(model):

@@ -8,7 +8,8 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-import torch
+
+from tests.helpers import sequence_logprobs, tiny_llama
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("vllm") is None,
@@ -19,39 +20,11 @@ EOS = 2
 PROMPTS = [[5, 9, 11, 40, 7], [8, 2 + 10, 17]]
 
 
-def tiny_llama_dir(path, seed: int, tie: bool = True):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=256,
-        hidden_size=128,  # head_dim 64: vLLM's CPU attention kernels need >= 32
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=256,
-        tie_word_embeddings=tie,
-        eos_token_id=EOS,
-        bos_token_id=1,
-    )
-    model = LlamaForCausalLM(cfg).eval()
+def tiny_llama_dir(path, seed: int):
+    # head_dim 64: vLLM's CPU attention kernels need >= 32
+    model = tiny_llama(seed, vocab=256, hidden=128, heads=2, kv_heads=1, eos=EOS)
     model.save_pretrained(path)
     return model
-
-
-def logprobs_under(model, rollouts, prompts, temperature=1.0):
-    n, t = len(rollouts), max(rollouts.lengths)
-    lp, mask = torch.zeros(n, t), torch.zeros(n, t)
-    with torch.no_grad():
-        for i, (p, toks) in enumerate(zip(rollouts.prompt_index, rollouts.token_ids, strict=True)):
-            ids = torch.tensor([prompts[p] + toks])
-            logits = model(ids).logits[0, len(prompts[p]) - 1 : -1].float() / temperature
-            lp[i, : len(toks)] = torch.log_softmax(logits, -1).gather(
-                -1, torch.tensor(toks)[:, None]
-            )[:, 0]
-            mask[i, : len(toks)] = 1
-    return lp, mask
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +54,7 @@ def test_vllm_rollouts_are_grouped_and_their_logprobs_match_the_model(engine_and
     out = engine.generate(PROMPTS, SamplingParams(n=4, max_new_tokens=8, seed=3, temperature=0.8))
     assert out.prompt_index == [0] * 4 + [1] * 4
     assert all(1 <= n <= 8 for n in out.lengths)
-    lp, mask = logprobs_under(start, out, PROMPTS, temperature=0.8)
+    lp, mask = sequence_logprobs(start, out, PROMPTS, 0.8)
     assert logprob_gap(out.logprobs, lp, mask)["refit/logprob_gap_max"] < 1e-3
 
 
@@ -94,6 +67,6 @@ def test_vllm_refit_in_buckets_with_tied_embeddings_matches_the_new_weights(engi
     report = refitter.refit(((n, p.detach()) for n, p in target.named_parameters()), version=1)
     assert report.buckets > 1 and engine.version == 1
     out = engine.generate(PROMPTS, SamplingParams(n=4, max_new_tokens=8, seed=3))
-    lp, mask = logprobs_under(target, out, PROMPTS)
+    lp, mask = sequence_logprobs(target, out, PROMPTS)
     gap = refitter.verify(out.logprobs, lp, mask)
     assert gap["refit/logprob_gap_max"] < 1e-3
