@@ -66,6 +66,52 @@ def _datasets(cfg: TrainConfig) -> tuple[list[PromptRecord], list[PromptRecord]]
     return records, records[: d.heldout_size]
 
 
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def _eos_ids(hf_dir: Path, tokenizer: Any) -> tuple[int, ...]:
+    from transformers import GenerationConfig
+
+    try:
+        eos = GenerationConfig.from_pretrained(hf_dir).eos_token_id
+    except OSError:  # no generation_config.json
+        eos = None
+    eos = eos if eos is not None else tokenizer.eos_token_id
+    return tuple(int(e) for e in eos) if isinstance(eos, list | tuple) else (int(eos),)
+
+
+def _build_engine(cfg: TrainConfig, hf_dir: Path, tokenizer: Any, eos_ids: tuple[int, ...]) -> Any:
+    """The rollout engine named by ``rollout.engine``, on the same starting weights as the policy."""
+    engine = cfg.rollout.engine
+    if engine == "hf":
+        from transformers import AutoModelForCausalLM
+
+        from nemo_rence.rollout.hf_engine import HFEngine
+
+        model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
+        return HFEngine(model, eos_token_ids=eos_ids, pad_token_id=tokenizer.pad_token_id or 0)
+    if engine == "vllm":
+        from nemo_rence.rollout.vllm_engine import VLLMConfig, VLLMEngine
+
+        dtype = "float32" if not torch.cuda.is_available() else "bfloat16"
+        return VLLMEngine(
+            VLLMConfig(
+                model_dir=str(hf_dir),
+                dtype=dtype,
+                max_model_len=cfg.data.max_prompt_tokens + cfg.rollout.max_new_tokens,
+                seed=cfg.run.seed,
+                kv_cache_memory_bytes=None if torch.cuda.is_available() else 2 * 2**30,
+            )
+        )
+    from nemo_rence.rollout.trtllm_engine import TRTLLMConfig, TRTLLMEngine
+
+    return TRTLLMEngine(TRTLLMConfig(model_dir=str(hf_dir)))
+
+
 @dataclass
 class Built:
     """The components plus what the run owns and must close or checkpoint."""
@@ -78,7 +124,7 @@ class Built:
 
 
 def build_components(cfg: TrainConfig, work_dir: Path) -> Built:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from nemo_rence.data.template import PromptConfig, encode_prompt, filter_by_length
     from nemo_rence.policy.megatron.model import ArchSpec
@@ -87,8 +133,14 @@ def build_components(cfg: TrainConfig, work_dir: Path) -> Built:
     from nemo_rence.policy.megatron.policy import MegatronPolicy, MegatronPolicyConfig
     from nemo_rence.rewards.pool import GraderConfig
     from nemo_rence.rewards.reward_fn import MathReward, RewardConfig
-    from nemo_rence.rollout.hf_engine import HFEngine
 
+    # Process groups first: rank 0 alone prepares a model directory, the others wait for it.
+    info = init_parallel(
+        cfg.policy.tensor_parallel, cfg.policy.pipeline_parallel, seed=cfg.run.seed
+    )
+    if info.rank == 0:
+        hf_dir = resolve_model_dir(cfg.model, work_dir, cfg.run.seed)
+    _barrier()
     hf_dir = resolve_model_dir(cfg.model, work_dir, cfg.run.seed)
     tokenizer = AutoTokenizer.from_pretrained(hf_dir)
     prompt_cfg = PromptConfig(
@@ -136,10 +188,8 @@ def build_components(cfg: TrainConfig, work_dir: Path) -> Built:
     )
     policy.load_hf(hf_dir)
 
-    engine_model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
-    eos = engine_model.generation_config.eos_token_id or tokenizer.eos_token_id
-    eos_ids = tuple(eos) if isinstance(eos, list | tuple) else (int(eos),)
-    engine = HFEngine(engine_model, eos_token_ids=eos_ids, pad_token_id=tokenizer.pad_token_id or 0)
+    eos_ids = _eos_ids(hf_dir, tokenizer)
+    engine = _build_engine(cfg, hf_dir, tokenizer, eos_ids) if info.rank == 0 else None
     reward = MathReward(RewardConfig(grader=GraderConfig(num_workers=1)))
 
     def decode(tokens: Any) -> str:

@@ -40,7 +40,8 @@ class Components:
     """What the loop drives; built by :func:`nemo_rence.build.build_components`."""
 
     policy: Policy
-    engine: GenerationEngine
+    engine: GenerationEngine | None
+    """The rollout engine; only rank 0 has one (it generates, grades and filters)."""
     reward: Any
     """A RewardFn with ``batch(records, responses) -> list[RewardResult]`` (``MathReward``)."""
     encode: Callable[[PromptRecord], list[int]]
@@ -75,8 +76,12 @@ class Trainer:
         if kl.controller == "adaptive":
             kl_args.update(target=kl.target, horizon=kl.horizon)
         self.kl = build_controller(kl.controller, **kl_args)
-        self.refitter = Refitter(RefitConfig(max_logprob_gap=cfg.run.max_refit_gap), parts.engine)
+        refit_cfg = RefitConfig(max_logprob_gap=cfg.run.max_refit_gap)
+        self.refitter = Refitter(refit_cfg, parts.engine) if parts.engine is not None else None
+        # Two streams: `rng` (mini-batch order, loss sampling) advances identically on every rank;
+        # `sample_rng` (rollout seeds) is used by rank 0 alone.
         self.rng = random.Random(cfg.run.seed)
+        self.sample_rng = random.Random(cfg.run.seed + 1)
         self.iteration = 0
         self._encoded: dict[str, list[int]] = {}
 
@@ -89,7 +94,7 @@ class Trainer:
             top_p=1.0 if greedy else r.top_p,
             max_new_tokens=r.max_new_tokens,
             stop_token_ids=self.parts.eos_token_ids,
-            seed=self.rng.randrange(2**31),
+            seed=self.sample_rng.randrange(2**31),
         )
 
     def _encode(self, record: PromptRecord) -> list[int]:
@@ -97,10 +102,16 @@ class Trainer:
             self._encoded[record.id] = self.parts.encode(record)
         return self._encoded[record.id]
 
+    @property
+    def engine(self) -> GenerationEngine:
+        if self.parts.engine is None:
+            raise RuntimeError("only rank 0 has a rollout engine")
+        return self.parts.engine
+
     def rollout_and_grade(self, prompts: list[PromptRecord]) -> list[ScoredGroup]:
         """Algorithm 1 line 8: K rollouts of each prompt from pi_old, and their rewards."""
         prompt_ids = [self._encode(p) for p in prompts]
-        out = self.parts.engine.generate(prompt_ids, self._sampling())
+        out = self.engine.generate(prompt_ids, self._sampling())
         texts = [self.parts.decode(t) for t in out.token_ids]
         results = self.parts.reward.batch([prompts[i] for i in out.prompt_index], texts)
         return rollouts_to_groups(prompts, prompt_ids, out, results)
@@ -149,9 +160,10 @@ class Trainer:
 
     def _check_refit(self, batch: Any, old: torch.Tensor) -> dict[str, float]:
         """Engine-vs-policy logprobs on the rollouts the current engine weights generated."""
-        fresh = batch.extras["engine_version"] == self.parts.engine.version
+        fresh = batch.extras["engine_version"] == self.engine.version
         mask = batch.response_mask[fresh]
         engine_lp = batch.extras["engine_logprobs"][fresh]
+        assert self.refitter is not None
         return self.refitter.verify(
             [row[: int(m.sum())].tolist() for row, m in zip(engine_lp, mask, strict=True)],
             old[fresh],
@@ -161,7 +173,7 @@ class Trainer:
     def _refit(self) -> dict[str, float]:
         """Every rank takes part in the export (TP/PP gathers); rank 0's engine takes the weights."""
         weights = self.parts.policy.export_weights()
-        if not self.is_main:
+        if self.refitter is None:
             for _ in weights:
                 pass
             return {}
@@ -186,7 +198,8 @@ class Trainer:
             "filter": filt,
             "kl": self.kl.state_dict(),
             "rng": _rng_state_to_plain(self.rng.getstate()),
-            "engine_version": self.parts.engine.version if self.is_main else self.iteration,
+            "sample_rng": _rng_state_to_plain(self.sample_rng.getstate()),
+            "engine_version": self.parts.engine.version if self.parts.engine else self.iteration,
             "eval_history": [[i, dict(m)] for i, m in self.eval_history],
         }
 
@@ -197,23 +210,24 @@ class Trainer:
         self.filter.load_state_dict(filt)
         self.kl.load_state_dict(state["kl"])
         self.rng.setstate(_rng_state_from_plain(state["rng"]))
+        self.sample_rng.setstate(_rng_state_from_plain(state["sample_rng"]))
         self.iteration = int(state["iteration"])
         self.eval_history = [(int(i), dict(m)) for i, m in state["eval_history"]]
         self._refit_to(self.iteration)
 
     def _refit_to(self, version: int) -> None:
         weights = self.parts.policy.export_weights()
-        if self.is_main:
+        if self.refitter is not None:
             self.refitter.refit(weights, version=version)
         else:
             for _ in weights:
                 pass
 
     def validate(self, records: Sequence[PromptRecord]) -> dict[str, float]:
-        """Greedy pass@1 on held-out prompts: boxed-and-correct accuracy and boxed rate."""
-        if not records:
+        """Greedy pass@1 on held-out prompts (rank 0): boxed-and-correct accuracy, boxed rate."""
+        if not records or not self.is_main:
             return {}
-        out = self.parts.engine.generate([self._encode(r) for r in records], self._sampling(True))
+        out = self.engine.generate([self._encode(r) for r in records], self._sampling(True))
         texts = [self.parts.decode(t) for t in out.token_ids]
         results = self.parts.reward.batch(list(records), texts)
         n = len(results)

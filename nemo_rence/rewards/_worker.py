@@ -72,7 +72,11 @@ def grade_one(response: str, gold: str, settings: dict[str, Any]) -> Any:
 
 def worker_main(conn: Any, settings: dict[str, Any]) -> None:
     """Entry point of a worker process: grade batches until told to stop or orphaned."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # Ctrl-C and the scheduler's preemption / cancel signals are the trainer's to handle: SLURM
+    # signals every process of a job step, and a grader dying there would break the checkpoint
+    # the trainer writes on that very signal. The pool stops workers itself (pipe EOF, SIGKILL).
+    for sig in (signal.SIGINT, signal.SIGUSR1, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGALRM, _on_alarm)
     _limit_memory(settings.get("memory_limit_mb"))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
