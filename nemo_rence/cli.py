@@ -32,6 +32,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "nemo_rence.checkpoint.cli:add_arguments",
         "convert checkpoints: hf-to-megatron, megatron-to-hf, gguf-to-hf, nemo-to-hf, hf-to-nemo",
     ),
+    "plan": (
+        "nemo_rence.plan.cli:run",
+        "nemo_rence.plan.cli:add_arguments",
+        "per-GPU memory of every TP/PP/DP layout of a recipe or model; recommends one",
+    ),
     "grade": (
         "nemo_rence.rewards.cli:run",
         "nemo_rence.rewards.cli:add_arguments",

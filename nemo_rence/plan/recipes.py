@@ -1,0 +1,194 @@
+"""The recipes of ``conf/recipes/``, generated from one table so that each carries the planner's
+current verdict as a comment (``python -m nemo_rence.plan.recipes --write`` regenerates them;
+``tests/unit/plan/test_recipes.py`` fails when a file and this table disagree).
+
+A recipe is a Hydra config in the ``recipes`` group, used as ``+recipes=<name>``: it switches the
+model, rollout and scale groups and sets the layout. Its name says the model and the hardware:
+``rence-<model>-<nodes>n<gpus per node>g[-tp<T>][pp<P>]`` (``<n>c``: CPU processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from nemo_rence.config import compose
+
+__all__ = ["RECIPES", "Recipe", "main", "render_recipe"]
+
+RECIPE_DIR = Path(__file__).resolve().parents[2] / "conf" / "recipes"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One recipe: the model, the hardware and the layout the planner validated."""
+
+    name: str
+    title: str
+    model: str
+    """HF directory name under ``$NEMO_RENCE_CKPT_ROOT`` (default /checkpoints), or 'tiny'."""
+    tp: int
+    pp: int = 1
+    gpu_mem_gib: float = 80.0
+    sequence_parallel: bool = False
+    """The layout needs megatron sequence parallelism (not yet a ``policy`` field: see below)."""
+
+
+RECIPES: tuple[Recipe, ...] = (
+    Recipe(
+        "rence-tiny-1n2c-tp2",
+        "a tiny random Llama on 2 CPU processes (CI, SLURM tests)",
+        "tiny",
+        tp=2,
+        gpu_mem_gib=8.0,
+    ),
+    Recipe(
+        "rence-r1-distill-qwen-1.5b-1n8g",
+        "DeepSeek-R1-Distill-Qwen-1.5B on 1 node x 8 GPUs",
+        "DeepSeek-R1-Distill-Qwen-1.5B",
+        tp=1,
+    ),
+    Recipe(
+        "rence-qwen3-4b-1n8g",
+        "Qwen3-4B (the ReNCE paper's model) on 1 node x 8 GPUs",
+        "Qwen3-4B",
+        tp=1,
+    ),
+    Recipe("rence-qwen3-8b-2n8g-tp2", "Qwen3-8B on 2 nodes x 8 GPUs, TP=2", "Qwen3-8B", tp=2),
+    Recipe(
+        "rence-llama3.1-8b-2n8g-tp2", "Llama-3.1-8B on 2 nodes x 8 GPUs, TP=2", "Llama-3.1-8B", tp=2
+    ),
+    Recipe("rence-qwen3-14b-2n8g-tp4", "Qwen3-14B on 2 nodes x 8 GPUs, TP=4", "Qwen3-14B", tp=4),
+    Recipe(
+        "rence-qwen3-32b-4n8g-tp8pp2",
+        "Qwen3-32B on 4 nodes x 8 GPUs, TP=8 PP=2",
+        "Qwen3-32B",
+        tp=8,
+        pp=2,
+    ),
+    Recipe(
+        "rence-llama3.1-70b-8n8g-tp8pp2",
+        "Llama-3.1-70B on 8 nodes x 8 GPUs, TP=8 PP=2",
+        "Llama-3.1-70B",
+        tp=8,
+        pp=2,
+        sequence_parallel=True,
+    ),
+)
+
+
+def _body(r: Recipe) -> str:
+    if r.model == "tiny":
+        groups = ["  - override /model: tiny", "  - override /scale: cpu"]
+        # a random model solves nothing: without the filter it trains on every group; the paper's
+        # prompt is ~500 byte-level tokens
+        model = [
+            "model:",
+            "  tiny_layers: 2",
+            "  tiny_hidden: 64",
+            "filter:",
+            "  enabled: false",
+            "data:",
+            "  max_prompt_tokens: 1024",
+        ]
+        policy = ["  precision: fp32", "  recompute: false"]
+    else:
+        groups = [
+            "  - override /model: hf",
+            "  - override /rollout: trtllm",
+            "  - override /scale: paper",
+        ]
+        model = ["model:", f"  hf_dir: ${{oc.env:NEMO_RENCE_CKPT_ROOT,/checkpoints}}/{r.model}"]
+        policy = ["  precision: bf16", "  recompute: true"]
+    return (
+        "\n".join(
+            [
+                "defaults:",
+                *groups,
+                *model,
+                "policy:",
+                f"  tensor_parallel: {r.tp}",
+                f"  pipeline_parallel: {r.pp}",
+                *policy,
+            ]
+        )
+        + "\n"
+    )
+
+
+def render_recipe(r: Recipe) -> str:
+    """The YAML of a recipe: header, the planner's table for its hardware, the config."""
+    from nemo_rence.plan.cli import gpus_of_recipe, plan_config, recipe_mode, render
+    from nemo_rence.plan.memory import GIB
+
+    nodes, per_node, cpu = gpus_of_recipe(r.name)
+    body = _body(r)
+    tmp = RECIPE_DIR / f".{r.name}.render.yaml"
+    RECIPE_DIR.mkdir(parents=True, exist_ok=True)
+    tmp.write_text("# @package _global_\n" + body)
+    try:
+        cfg = compose([f"+recipes={tmp.stem}"])
+    finally:
+        tmp.unlink()
+    p = plan_config(
+        cfg,
+        gpus=nodes * per_node,
+        gpu_mem_gib=r.gpu_mem_gib,
+        gpus_per_node=per_node,
+        cpu=cpu,
+        reserve_gib=0.0 if cpu else 6.0,
+        sequence_parallel=r.sequence_parallel,
+    )
+    lp = p.find(r.tp, r.pp)
+    mode = recipe_mode(cfg, lp) if lp is not None else None
+    verdict = (
+        f"recipe layout tp{r.tp}pp{r.pp}: {mode.peak / GIB:.1f} GiB peak per "
+        f"{'process' if cpu else 'GPU'} of {r.gpu_mem_gib:.0f} GiB"
+        if mode is not None
+        else f"recipe layout tp{r.tp}pp{r.pp}: not a valid layout"
+    )
+    devices = f"{nodes} node(s) x {per_node} {'CPU processes' if cpu else 'GPUs'}"
+    head = [
+        "# @package _global_",
+        f"# ReNCE on {r.title}.",
+        f"# Use: nemo-rence train +recipes={r.name} [overrides]",
+        f"#  or: slurm/submit.sh --nodes {nodes} --gpus-per-node {0 if cpu else per_node} "
+        f"--run-dir RUN_DIR [--container IMAGE.sqsh] -- +recipes={r.name}",
+    ]
+    if r.sequence_parallel:
+        head.append(
+            "# NEEDS megatron sequence parallelism (policy.sequence_parallel, not in the schema "
+            "yet): without it the activations of one micro-batch do not fit."
+        )
+    head += [
+        f"# Planner (generated by python -m nemo_rence.plan.recipes --write; {devices}, "
+        f"{'sequence parallel, ' if r.sequence_parallel else ''}worst case: every rollout at "
+        "max prompt + max response):",
+        *(f"#   {line}".rstrip() for line in render(p, highlight=(r.tp, r.pp)).splitlines()),
+        f"# {verdict}",
+    ]
+    return "\n".join(head) + "\n" + body
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="write or check conf/recipes/*.yaml")
+    ap.add_argument("--write", action="store_true", help="rewrite the files")
+    args = ap.parse_args(argv)
+    stale = []
+    for r in RECIPES:
+        text = render_recipe(r)
+        path = RECIPE_DIR / f"{r.name}.yaml"
+        if args.write:
+            path.write_text(text)
+        elif not path.is_file() or path.read_text() != text:
+            stale.append(path.name)
+    if stale:
+        print("stale recipes (run python -m nemo_rence.plan.recipes --write): " + ", ".join(stale))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
