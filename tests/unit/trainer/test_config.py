@@ -19,7 +19,8 @@ def test_default_composition_is_rence_with_the_paper_thresholds_at_cpu_scale():
         25600,
     )
     assert (cfg.filter.t_hard, cfg.filter.t_easy, cfg.filter.t_master) == (0.0, 0.5, 0.8)
-    assert cfg.optim.n_update == 16 and cfg.rollout.group_size == 8
+    assert cfg.optim.n_update == 4 and cfg.rollout.group_size == 8  # conf/scale/cpu.yaml
+    assert cfg.filter.unsolved == "keep_if_contrast"
     assert cfg.model.source == "smollm2"
 
 
@@ -27,6 +28,7 @@ def test_paper_scale_restores_the_papers_batch_and_lengths():
     cfg = compose(["scale=paper"])
     assert cfg.filter.batch_size == 512 and cfg.optim.mini_batch_size == 32
     assert cfg.optim.lr == 1e-6 and cfg.rollout.max_new_tokens == 6656
+    assert cfg.optim.n_update == 16 and cfg.filter.unsolved == "drop"
     assert cfg.data.max_prompt_tokens == 1536
 
 
