@@ -120,14 +120,19 @@ def run(args: argparse.Namespace) -> int:
         after = trainer.validate(built.parts.heldout)
         trainer.log_eval(after, "after")
         if main:
+            from nemo_rence.infra.plots import write_plots
+
+            if logger is not None:
+                logger.flush()
+            plots = write_plots(run_dir)
             print(f"held-out after training:  {_fmt(after)}", flush=True)
             first = trainer.eval_history[0][1] if trainer.eval_history else {}
             if "eval/accuracy" in after and "eval/accuracy" in first:
                 delta = 100 * (after["eval/accuracy"] - first["eval/accuracy"])
                 print(f"held-out accuracy change: {delta:+.1f} points", flush=True)
             print(
-                f"run directory: {run_dir} (metrics.jsonl, tb/, checkpoints/ -> {latest.name}); "
-                f"{time.perf_counter() - start:.0f} s",
+                f"run directory: {run_dir} (metrics.jsonl, tb/, checkpoints/ -> {latest.name}, "
+                f"{len(plots)} plots in plots/); {time.perf_counter() - start:.0f} s",
                 flush=True,
             )
         return 0

@@ -71,6 +71,11 @@ class MetricsLogger:
         self._jsonl.write(json.dumps(record, sort_keys=True) + "\n")
         self._jsonl.flush()
 
+    def flush(self) -> None:
+        self._jsonl.flush()
+        if self._tb is not None:
+            self._tb.flush()
+
     def close(self) -> None:
         self._jsonl.close()
         if self._tb is not None:

@@ -94,6 +94,8 @@ def test_train_writes_config_metrics_tensorboard_and_checkpoints(reference):
         assert key in rows[1], key
     assert rows[3]["refit/logprob_gap"] < 1e-4  # the engine samples from the policy's weights
     assert list((reference / "tb").glob("events.out.tfevents.*"))
+    plots = {p.name for p in (reference / "plots").glob("*.png")}
+    assert {"reward.png", "kl.png", "loss.png", "refit_gap.png", "rho_histogram.png"} <= plots
     ckpts = reference / "checkpoints"
     assert (ckpts / "latest").read_text().strip() == "iter-000003"
     assert sorted(p.name for p in ckpts.glob("iter-*")) == ["iter-000002", "iter-000003"]
