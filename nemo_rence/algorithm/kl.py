@@ -19,6 +19,7 @@ Shapes: estimators are elementwise, any shape ([N, T] per-token logprobs in prac
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,19 +92,22 @@ def available_estimators() -> list[str]:
     return sorted(_ESTIMATORS)
 
 
-class KLController:
-    """Protocol of the KL-coefficient controllers."""
+class KLController(abc.ABC):
+    """Base of the KL-coefficient controllers: ``value`` is lambda, ``update`` moves it."""
 
     value: float
 
+    @abc.abstractmethod
     def update(self, current_kl: float, n_steps: int) -> float:
-        raise NotImplementedError
+        """Take the measured KL of an iteration over ``n_steps`` samples; return the new value."""
 
+    @abc.abstractmethod
     def state_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """Checkpointable state."""
 
+    @abc.abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Restore :meth:`state_dict`."""
 
 
 @dataclass

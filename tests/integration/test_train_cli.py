@@ -138,7 +138,7 @@ def test_sigusr1_checkpoints_and_exits_cleanly_then_the_run_resumes(reference, t
     stdout, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0 and "checkpoint" in stdout
     stopped_at = int((out / "checkpoints" / "latest").read_text().strip().split("-")[1])
-    assert 1 <= stopped_at < 3
+    assert stopped_at in (1, 2)  # stopped after a finished iteration, before the last
     _train(out, 3)
     assert _deterministic(_iterations(out)[3]) == _deterministic(_iterations(reference)[3])
 
