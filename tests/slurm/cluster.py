@@ -152,6 +152,12 @@ def release_requeued(job: int, timeout: float = 60) -> None:
         return int(info.get("Restarts", "0")) >= 1 and info.get("JobState") == "PENDING"
 
     wait_for(requeued, timeout, f"job {job} to be requeued", job)
+
+    # slurmd revokes the old run's credential at the requeue, with 1-second resolution: a new
+    # credential issued within the same second is refused ("Killing non-startable batch JobId=N:
+    # Job credential revoked", seen in slurmctld.log about one run in four). SLURM's own requeue
+    # delay avoids this; releasing the job early must wait out the revocation second first.
+    time.sleep(2.5)
     run(["scontrol", "update", f"JobId={job}", "StartTime=now"])
 
 
