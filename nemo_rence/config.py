@@ -196,12 +196,23 @@ class PolicyConfig:
     """'auto' (bf16 on GPU, fp32 on CPU), 'fp32' or 'bf16'."""
     recompute: bool = False
     """Activation recomputation."""
+    sequence_parallel: bool = False
+    """Megatron sequence parallelism (Korthikanti et al. 2022): the activations outside the
+    tensor-parallel matmuls (norms, residual stream, the recomputation checkpoints) are split
+    over the TP ranks along the sequence instead of replicated, which divides them by
+    ``tensor_parallel`` at no extra communication volume. Needs ``tensor_parallel > 1``."""
 
     def __post_init__(self) -> None:
         _positive("policy", "tensor_parallel", self.tensor_parallel)
         _positive("policy", "pipeline_parallel", self.pipeline_parallel)
         _positive("policy", "micro_batch_groups", self.micro_batch_groups)
         _one_of("policy", "precision", self.precision, ["auto", "fp32", "bf16"])
+        if self.sequence_parallel and self.tensor_parallel < 2:
+            raise ConfigError(
+                "policy.sequence_parallel needs policy.tensor_parallel > 1 (it splits the "
+                f"sequence over the TP ranks), got tensor_parallel={self.tensor_parallel}: set "
+                "policy.tensor_parallel >= 2 or policy.sequence_parallel=false"
+            )
 
 
 @dataclass

@@ -126,10 +126,10 @@ def plan_config(
 
     ``policy.recompute: true`` is planned as megatron's ``full`` recomputation; the recipe's own
     layout is looked up with ``plan.find(tp, pp)``. ``sequence_parallel`` None: the config's
-    ``policy.sequence_parallel`` when the schema has it, else off (the policy's current default).
+    ``policy.sequence_parallel`` (it only applies to layouts with TP > 1).
     """
     if sequence_parallel is None:
-        sequence_parallel = bool(getattr(cfg.policy, "sequence_parallel", False))
+        sequence_parallel = cfg.policy.sequence_parallel
     return plan(
         arch_of_config(cfg),
         workload_of_config(cfg, rollout_groups),

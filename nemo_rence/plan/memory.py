@@ -51,7 +51,8 @@ Pipeline: with 1F1B, stage 0 holds the activations of ``min(p, m)`` micro-batche
 micro-batches per optimizer step per DP rank) for its ``L / p`` layers (Korthikanti Sec. 4.2.3;
 Narayanan et al. 2021), i.e. about L layers' worth for one micro-batch when ``m >= p``. The output
 head adds a chunked logprob workspace (no full ``[tokens, V]`` logits: ``policy.megatron.logprobs``),
-about three ``[C, V / t]`` fp32 blocks of ``DEFAULT_CHUNK_BYTES``.
+about three ``[C, V / t]`` fp32 blocks of ``DEFAULT_CHUNK_BYTES``; with sequence parallelism also
+the all-gathered final hidden states ``e s b h`` (the logprobs need every position on every rank).
 
 Colocated rollout engine (TensorRT-LLM sleeps, i.e. releases its memory, during training; the
 policy keeps weights, grads and optimizer state on the GPU during rollouts)::
@@ -418,7 +419,10 @@ def estimate(
         )
     acts += backward_workspace_bytes(arch, work.seq_len, work.micro_batch_rows, prec, tp=tp)
     v_loc = arch.padded_vocab_size() / tp
-    head = min(3 * DEFAULT_CHUNK_BYTES, 3 * 4.0 * work.seq_len * work.micro_batch_rows * v_loc)
+    tokens_mb = work.seq_len * work.micro_batch_rows
+    head = min(3 * DEFAULT_CHUNK_BYTES, 3 * 4.0 * tokens_mb * v_loc)
+    if sequence_parallel and tp > 1:  # the all-gathered final hidden states of the micro-batch
+        head += prec.activation_bytes * tokens_mb * arch.hidden_size
     t_engine = engine_tp or tp * pp
     engine_weights = total_params(arch) * prec.engine_param_bytes / t_engine
     tokens = work.rollout_groups * work.group_size * work.seq_len

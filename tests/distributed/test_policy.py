@@ -1,4 +1,5 @@
-"""MegatronPolicy at TP=2, PP=2 and DP=2 (two processes, gloo) reproduces TP=PP=DP=1.
+"""MegatronPolicy at TP=2 (with and without sequence parallelism), PP=2 and DP=2 (two processes,
+gloo) reproduces TP=PP=DP=1.
 
 Two torchrun launches serve every check: ``policy_reference.py`` (one process) computes the
 reference step and runs the single-replica checks; ``policy_parallel.py`` (two processes) replays
@@ -52,7 +53,7 @@ def test_single_replica(reference_dir, name):
     assert _passed(reference_dir[1], name), reference_dir[1][-4000:]
 
 
-@pytest.mark.parametrize("layout", ["tp2", "pp2", "dp2"])
+@pytest.mark.parametrize("layout", ["tp2", "tp2sp", "tp2sp_recompute", "pp2", "dp2"])
 @pytest.mark.parametrize(
     "check",
     [
@@ -65,6 +66,24 @@ def test_single_replica(reference_dir, name):
 )
 def test_parallel_layout_equals_single_process(parallel_log, layout, check):
     assert _passed(parallel_log, check.format(layout)), parallel_log[-4000:]
+
+
+@pytest.mark.slow
+def test_tp2_pp2_with_sequence_parallel_and_recompute_equals_single_process(reference_dir):
+    """The 70B recipe's combination (TP x PP, sequence parallel, full recompute) on 4 processes."""
+    log = torchrun(WORKERS / "policy_tp2pp2_sp.py", str(reference_dir[0]), nproc=4)
+    for check in (
+        "export_weights_{}_equals_tp1",
+        "logprobs_{}_equal_tp1",
+        "loss_and_global_grad_norm_{}_equal_tp1",
+        "gradients_{}_equal_tp1",
+        "optimizer_step_{}_equals_tp1",
+    ):
+        assert _passed(log, check.format("tp2pp2sp")), log[-4000:]
+
+
+def test_sequence_parallel_with_per_head_qk_norms_equals_tp2(parallel_log):
+    assert _passed(parallel_log, "qk_norm_model_tp2sp_equals_tp2"), parallel_log[-4000:]
 
 
 def test_vocab_parallel_kernel_at_tp2_matches_naive_log_softmax(parallel_log):

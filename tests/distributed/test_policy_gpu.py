@@ -34,3 +34,5 @@ def test_policy_trains_with_te_bf16_and_the_distributed_optimizer(tmp_path):
         "gpu_save_load_restores_weights_and_optimizer_state",
     ):
         assert f"CHECK {name} OK" in log, log[-4000:]
+    if nproc == 2:  # TP=2: Transformer Engine's sequence-parallel path
+        assert "CHECK gpu_sequence_parallel_matches_tp_at_tp2 OK" in log, log[-4000:]

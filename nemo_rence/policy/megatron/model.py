@@ -50,6 +50,7 @@ __all__ = [
     "SUPPORTED_MODEL_TYPES",
     "ArchSpec",
     "RopeScaling",
+    "SequenceParallelRMSNorm",
     "build_gpt_model",
     "build_transformer_config",
     "resolve_spec",
@@ -301,6 +302,7 @@ def build_transformer_config(
     params_dtype: torch.dtype = torch.float32,
     fp8: str | None = None,
     recompute: str | None = None,
+    sequence_parallel: bool = False,
 ) -> Any:
     """The megatron ``TransformerConfig`` for ``arch`` under the current parallel state.
 
@@ -308,6 +310,7 @@ def build_transformer_config(
         fp8: ``None``, ``'e4m3'`` or ``'hybrid'`` (Transformer Engine spec only).
         recompute: activation recomputation: ``None``, ``'selective'`` (attention core) or
             ``'full'`` (every layer, uniform method, one layer per unit).
+        sequence_parallel: megatron sequence parallelism (needs tensor-parallel size > 1).
     """
     from megatron.core import parallel_state
     from megatron.core.transformer.transformer_config import TransformerConfig
@@ -329,6 +332,11 @@ def build_transformer_config(
         raise ValueError(
             f"num_layers={arch.num_layers} is not divisible by pipeline-parallel size {pp}"
         )
+    if sequence_parallel and tp < 2:
+        raise ValueError(
+            f"sequence_parallel needs tensor-parallel size > 1, got {tp}: it splits the sequence "
+            "over the TP ranks"
+        )
     on_gpu = torch.cuda.is_available()
     return TransformerConfig(
         num_layers=arch.num_layers,
@@ -348,7 +356,7 @@ def build_transformer_config(
         attention_dropout=0.0,
         tensor_model_parallel_size=tp,
         pipeline_model_parallel_size=pp,
-        sequence_parallel=False,
+        sequence_parallel=sequence_parallel,
         params_dtype=params_dtype,
         pipeline_dtype=params_dtype,
         bf16=params_dtype == torch.bfloat16,
@@ -368,6 +376,64 @@ def build_transformer_config(
     )
 
 
+class SequenceParallelRMSNorm(torch.nn.RMSNorm):
+    """``torch.nn.RMSNorm`` for megatron's local (pure PyTorch) layer spec under sequence
+    parallelism.
+
+    Megatron's own fallback (``WrappedTorchNorm``, used when apex is absent, i.e. on CPU)
+    refuses ``sequence_parallel``. An RMSNorm is per token, so it runs unchanged on a sequence
+    shard; only its weight gradient becomes partial (each TP rank saw its shard of the tokens).
+    Marking the weight ``sequence_parallel`` makes megatron's ``finalize_model_grads`` all-reduce
+    it over the TP group, exactly as for Transformer Engine's norms. ``shard_tokens=False`` (the
+    per-head q/k norms, which see every token of the rank's heads) leaves the weight unmarked.
+    Same parameter names and values as ``WrappedTorchNorm``, so checkpoints are unchanged.
+    """
+
+    def __init__(
+        self, config: Any, hidden_size: int, eps: float = 1e-5, shard_tokens: bool = True, **_: Any
+    ) -> None:
+        super().__init__(hidden_size, eps=eps)
+        self.weight.sequence_parallel = bool(config.sequence_parallel and shard_tokens)  # type: ignore[attr-defined]
+
+
+def _local_spec_with_sequence_parallel_norms(config: Any, layer_spec: Any) -> Any:
+    """The local layer spec with every ``WrappedTorchNorm`` swapped for
+    :class:`SequenceParallelRMSNorm`, wrapped in block submodules so that the final norm is one
+    too (the block would otherwise pick megatron's fallback norm). Apex's ``FusedLayerNorm``,
+    megatron's choice when apex is installed, supports sequence parallelism and is kept."""
+    from megatron.core.transformer.spec_utils import ModuleSpec
+    from megatron.core.transformer.torch_norm import WrappedTorchNorm
+    from megatron.core.transformer.transformer_block import (
+        LayerNormImpl,
+        TransformerBlockSubmodules,
+        get_num_layers_to_build,
+    )
+
+    qk_norm = ModuleSpec(module=SequenceParallelRMSNorm, params={"shard_tokens": False})
+
+    def swap(sub: Any, norm: Any) -> Any:
+        return norm if sub is WrappedTorchNorm else sub
+
+    layer = layer_spec.submodules
+    attn = layer.self_attention
+    attn_sub = dataclasses.replace(
+        attn.submodules,
+        q_layernorm=swap(attn.submodules.q_layernorm, qk_norm),
+        k_layernorm=swap(attn.submodules.k_layernorm, qk_norm),
+    )
+    layer = dataclasses.replace(
+        layer,
+        input_layernorm=swap(layer.input_layernorm, SequenceParallelRMSNorm),
+        self_attention=dataclasses.replace(attn, submodules=attn_sub),
+        pre_mlp_layernorm=swap(layer.pre_mlp_layernorm, SequenceParallelRMSNorm),
+    )
+    spec = dataclasses.replace(layer_spec, submodules=layer)
+    return TransformerBlockSubmodules(
+        layer_specs=[spec] * get_num_layers_to_build(config),
+        layer_norm=swap(LayerNormImpl, SequenceParallelRMSNorm),  # apex's norm (GPU) supports SP
+    )
+
+
 def build_gpt_model(
     arch: ArchSpec,
     *,
@@ -377,6 +443,7 @@ def build_gpt_model(
     spec: str = "auto",
     fp8: str | None = None,
     recompute: str | None = None,
+    sequence_parallel: bool = False,
 ) -> Any:
     """Build this rank's ``GPTModel`` (its TP shard of its PP stage's layers).
 
@@ -393,6 +460,8 @@ def build_gpt_model(
             or ``'auto'`` (te when CUDA and TE are available, else local).
         fp8: ``None`` | ``'e4m3'`` | ``'hybrid'``; needs the TE spec.
         recompute: ``None`` | ``'selective'`` | ``'full'`` activation recomputation.
+        sequence_parallel: megatron sequence parallelism (TP > 1). With it, the sequence length
+            of every forward must be a multiple of the TP size (the policy pads micro-batches).
     """
     from megatron.core import parallel_state
     from megatron.core.models.gpt import GPTModel
@@ -400,7 +469,14 @@ def build_gpt_model(
     spec = resolve_spec(spec)
     if fp8 is not None and spec != "te":
         raise ValueError("fp8 needs the Transformer Engine layer spec (spec='te' on a GPU)")
-    config = build_transformer_config(arch, params_dtype=params_dtype, fp8=fp8, recompute=recompute)
+    config = build_transformer_config(
+        arch,
+        params_dtype=params_dtype,
+        fp8=fp8,
+        recompute=recompute,
+        sequence_parallel=sequence_parallel,
+    )
+    layer_spec: Any
     if spec == "te":
         from megatron.core.models.gpt.gpt_layer_specs import (
             get_gpt_layer_with_transformer_engine_spec,
@@ -413,6 +489,8 @@ def build_gpt_model(
         layer_spec = get_gpt_layer_local_spec(
             qk_layernorm=arch.qk_layernorm, normalization="RMSNorm"
         )
+        if sequence_parallel:
+            layer_spec = _local_spec_with_sequence_parallel_norms(config, layer_spec)
     tp = parallel_state.get_tensor_model_parallel_world_size()
     model = GPTModel(
         config=config,

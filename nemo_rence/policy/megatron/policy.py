@@ -80,6 +80,10 @@ class MegatronPolicyConfig:
     """``None`` | ``'e4m3'`` | ``'hybrid'`` (TE only)."""
     recompute: str | None = None
     """Activation recomputation: ``None`` | ``'selective'`` | ``'full'``."""
+    sequence_parallel: bool = False
+    """Megatron sequence parallelism (needs TP > 1): activations outside the TP matmuls are split
+    over the TP ranks along the sequence. Micro-batches are right-padded to a multiple of the TP
+    size; the last stage all-gathers its hidden states before the vocab-parallel logprobs."""
     summed_metric_prefixes: tuple[str, ...] = ("loss/", "kl/k1", "kl/k2", "kl/k3")
     """``loss_fn`` metrics with these name prefixes are micro-batch contributions to a globally
     normalised total (``algorithm.losses`` convention) and are summed over micro-batches and DP
@@ -207,6 +211,7 @@ class MegatronPolicy:
             spec=self.spec,
             fp8=self.cfg.fp8,
             recompute=self.cfg.recompute,
+            sequence_parallel=self.cfg.sequence_parallel,
         )
         config = self.model.config
         # Micro-batches of whole groups differ in rows and length: let the pipeline exchange shapes.
@@ -289,7 +294,13 @@ class MegatronPolicy:
     ) -> _Micro:
         p, r = batch.prompt_lengths[rows], batch.response_lengths[rows]
         seq = int((p + r).max())
-        ids = batch.input_ids[rows, :seq].to(self._device)
+        ids = batch.input_ids[rows, :seq]
+        if self.model.config.sequence_parallel and seq % self._tp_size:
+            # Sequence parallelism splits the sequence over the TP ranks: right-pad to a multiple
+            # (causal attention: trailing padding changes no earlier position).
+            seq += self._tp_size - seq % self._tp_size
+            ids = torch.nn.functional.pad(ids, (0, seq - ids.shape[1]))
+        ids = ids.to(self._device)
         pos = torch.arange(seq, device=self._device)[None, :].expand(len(rows), seq)
         return _Micro(ids, pos, p, r, batch.width, micro, loss_fn)
 

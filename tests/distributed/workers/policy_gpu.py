@@ -3,11 +3,13 @@
 Usage: torchrun --nproc_per_node G policy_gpu.py OUT_DIR   (G = 1 or 2 GPUs; TP = G)
 Checks: logprobs agree with megatron's own full-logits path (bf16 tolerance); a train step runs
 through ``get_megatron_optimizer`` and changes every tensor; export_weights yields the HF names;
-save / load restores the weights and the next step matches.
+save / load restores the weights and the next step matches. With 2 GPUs (TP=2) also: Transformer
+Engine with sequence parallelism gives the same logprobs, loss and grad norm (bf16 tolerance).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -50,8 +52,23 @@ def main(out_dir: Path) -> None:
     pc.check("gpu_logprobs_match_megatron_full_logits")
 
     batch = pc.with_old_logprobs(batch, lp0)
+    sp_metrics = None
+    if policy._tp_size > 1:  # TE's sequence-parallel layers on the same weights
+        sp = MegatronPolicy(pc.ARCH, dataclasses.replace(cfg, sequence_parallel=True))
+        sp.load_hf(hf0)
+        torch.testing.assert_close(sp.logprobs(batch), lp0, atol=2e-2, rtol=2e-2)
+        sp_metrics = sp.train_step(batch, pc.loss_fn)
+        del sp
     metrics = policy.train_step(batch, pc.loss_fn)
     assert metrics["policy/grad_norm"] > 0 and torch.isfinite(torch.tensor(metrics["policy/loss"]))
+    if sp_metrics is not None:
+        for k in ("policy/loss", "policy/grad_norm"):
+            assert abs(sp_metrics[k] - metrics[k]) <= 2e-2 * max(1.0, abs(metrics[k])), (
+                k,
+                sp_metrics[k],
+                metrics[k],
+            )
+        pc.check("gpu_sequence_parallel_matches_tp_at_tp2")
     hf1 = {k: v.float().cpu().clone() for k, v in policy.export_weights()}
     assert sorted(hf1) == sorted(hf0)
     assert all(not torch.equal(hf0[k], hf1[k]) for k in hf0 if "norm" not in k)

@@ -61,25 +61,11 @@ def test_every_recipe_file_is_in_the_table() -> None:
     assert files == {r.name for r in RECIPES}
 
 
-@pytest.mark.parametrize(
-    "recipe",
-    [
-        pytest.param(
-            r,
-            id=r.name,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="needs policy.sequence_parallel in the schema (the recipe cannot set it yet)",
-            )
-            if r.sequence_parallel
-            else (),
-        )
-        for r in RECIPES
-    ],
-)
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda r: r.name)
 def test_recipe_composes_validates_and_fits(recipe) -> None:
     cfg = compose([f"+recipes={recipe.name}"])  # raises ConfigError when invalid
     assert (cfg.policy.tensor_parallel, cfg.policy.pipeline_parallel) == (recipe.tp, recipe.pp)
+    assert cfg.policy.sequence_parallel == recipe.sequence_parallel
     nodes, per_node, cpu = cli.gpus_of_recipe(recipe.name)
     p = cli.plan_config(
         cfg, gpus=nodes * per_node, gpu_mem_gib=recipe.gpu_mem_gib, gpus_per_node=per_node, cpu=cpu
@@ -96,3 +82,56 @@ def test_recipe_file_carries_the_planners_current_output(recipe) -> None:
     assert path.read_text() == render_recipe(recipe), (
         "stale: run python -m nemo_rence.plan.recipes --write"
     )
+
+
+def test_llama70b_recipe_fits_only_with_sequence_parallelism() -> None:
+    cfg = compose(["+recipes=rence-llama3.1-70b-8n8g-tp8pp2"])
+    assert cfg.policy.sequence_parallel and cfg.policy.recompute
+    peaks = {}
+    for sp in (False, True):
+        lp = cli.plan_config(cfg, gpus=64, gpu_mem_gib=80, sequence_parallel=sp).find(8, 2)
+        assert lp is not None
+        mode = cli.recipe_mode(cfg, lp)
+        assert mode is not None
+        peaks[sp] = mode.peak / GIB
+    # The stored layer inputs of full recomputation (2 micro-batches in flight x 40 layers x
+    # 8 rollouts x 8192 tokens x 8192 x 2 B = 80 GiB) are what SP divides by TP=8.
+    assert peaks[False] > 120 and peaks[True] < 60, peaks
+
+
+def test_conspo_recipes_carry_the_conspo_papers_settings() -> None:
+    """ConSPO Sec. 5.1 / Table 7 / App. B.2: B=256, K=8, lr 2e-6, prompt 1024, response 8192
+    (R1-Distill) or 4096 (Qwen3-4B-Base, Llama-3.2-3B-Instruct), temperature 1.0, tau 10."""
+    conspo = {r.name: r for r in RECIPES if r.algorithm == "conspo"}
+    assert {r.model for r in conspo.values()} == {
+        "DeepSeek-R1-Distill-Qwen-1.5B",
+        "DeepSeek-R1-Distill-Qwen-7B",
+        "DeepSeek-R1-Distill-Llama-8B",
+        "Qwen3-4B-Base",
+        "Llama-3.2-3B-Instruct",
+    }
+    for name, r in conspo.items():
+        cfg = compose([f"+recipes={name}"])
+        assert cfg.loss["name"] == "conspo" and cfg.loss["tau"] == 10.0
+        assert (cfg.filter.batch_size, cfg.rollout.group_size, cfg.optim.lr) == (256, 8, 2e-6)
+        assert cfg.data.max_prompt_tokens == 1024 and cfg.rollout.temperature == 1.0
+        assert cfg.data.template == "conspo"
+        response = 8192 if "r1-distill" in name else 4096
+        assert cfg.rollout.max_new_tokens == response, name
+        assert cli.gpus_of_recipe(name)[0] == (4 if r.model[-2:] in ("7B", "8B") else 1), name
+
+
+def test_a_recipe_swaps_its_algorithm_from_the_command_line() -> None:
+    cfg = compose(["+recipes=conspo-r1-distill-qwen-1.5b-1n8g", "algorithm=rence"])
+    assert cfg.loss["name"] == "rence"
+    assert cfg.rollout.max_new_tokens == 8192  # the recipe's setting stays
+
+
+def test_sequence_parallel_needs_tensor_parallelism() -> None:
+    from nemo_rence.config import ConfigError
+
+    with pytest.raises(
+        ConfigError, match=r"policy\.sequence_parallel needs policy\.tensor_parallel"
+    ):
+        compose(["policy.sequence_parallel=true"])
+    assert compose(["policy.sequence_parallel=true", "policy.tensor_parallel=2"]).policy
