@@ -42,6 +42,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "nemo_rence.rewards.cli:add_arguments",
         "grade a jsonl of responses with the math reward (1 / 0.1 / 0)",
     ),
+    "eval": (
+        "nemo_rence.evaluation.cli:run",
+        "nemo_rence.evaluation.cli:add_arguments",
+        "pass@1 (avg@k) of a checkpoint on benchmark files, as a Table-1 mean (std) table",
+    ),
 }
 
 
