@@ -35,6 +35,7 @@ __all__ = [
     "PolicyConfig",
     "RolloutConfig",
     "RunConfig",
+    "TrackingConfig",
     "TrainConfig",
     "build",
     "compose",
@@ -237,12 +238,68 @@ class RunConfig:
     """torch intra-op threads (0: all cores)."""
     max_refit_gap: float = 0.05
     """Fail when engine and policy disagree by more than this mean |logprob| gap (nats)."""
+    time_budget_min: float = 0.0
+    """Wall-clock budget of the whole run in minutes (0: none). Before each iteration the run
+    stops early when the elapsed time plus one more iteration (the slowest so far) and the final
+    held-out evaluation would exceed it; it then checkpoints, evaluates and reports as usual."""
 
     def __post_init__(self) -> None:
         _positive("run", "iterations", self.iterations)
         _positive("run", "eval_every", self.eval_every, strict=False)
         _positive("run", "save_every", self.save_every, strict=False)
         _positive("run", "keep_checkpoints", self.keep_checkpoints)
+        _positive("run", "time_budget_min", self.time_budget_min, strict=False)
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases settings (``pip install 'nemo-rence[wandb]'``)."""
+
+    project: str = "nemo-rence"
+    """W&B project."""
+    entity: str | None = None
+    """W&B entity (user or team); None: the account's default."""
+    mode: str = "offline"
+    """'offline' (files in <run_dir>/wandb, upload later with `wandb sync`) or 'online'."""
+
+    def __post_init__(self) -> None:
+        _one_of("tracking.wandb", "mode", self.mode, ["offline", "online"])
+
+
+@dataclass
+class MlflowConfig:
+    """MLflow settings (``pip install 'nemo-rence[mlflow]'``)."""
+
+    tracking_uri: str | None = None
+    """Tracking server or store; None: the local file store file:<run_dir>/mlruns."""
+    experiment: str = "nemo-rence"
+    """Experiment the run is filed under (created when missing)."""
+
+
+@dataclass
+class TrackingConfig:
+    """Experiment trackers besides metrics.jsonl and TensorBoard, which are always written."""
+
+    backends: tuple[str, ...] = ()
+    """Trackers to log to, any of 'mlflow', 'wandb' (e.g. tracking.backends=[wandb,mlflow])."""
+    run_name: str | None = None
+    """Run name shown by the trackers; None: the run directory's name."""
+    tags: tuple[str, ...] = ()
+    """Tags of the run (W&B tags; MLflow tags with an empty value)."""
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    """W&B settings, used when 'wandb' is in backends."""
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    """MLflow settings, used when 'mlflow' is in backends."""
+
+    def __post_init__(self) -> None:
+        from nemo_rence.infra.trackers import check_backends
+
+        if isinstance(self.backends, str):  # tracking.backends=wandb
+            self.backends = (self.backends,)
+        try:  # unknown names and missing packages fail here, before any model is built
+            check_backends(self.backends)
+        except ValueError as err:
+            raise ConfigError(f"tracking.backends: {err}") from err
 
 
 @dataclass
@@ -258,6 +315,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
         from nemo_rence.algorithm import losses

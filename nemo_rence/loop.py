@@ -15,6 +15,7 @@ Data munging lives in :mod:`nemo_rence.batching`; building components in
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from nemo_rence.algorithm.kl import build_controller
 from nemo_rence.batching import groups_to_policy_batch, mini_batches, rollouts_to_groups
 from nemo_rence.config import TrainConfig
 from nemo_rence.data.records import PromptRecord
+from nemo_rence.infra.distributed import broadcast_object
 from nemo_rence.infra.metrics import MetricsLogger, StageTimer
 from nemo_rence.policy.interface import Policy, algorithm_loss
 from nemo_rence.refit import RefitConfig, Refitter
@@ -69,6 +71,8 @@ class Trainer:
         self.logger = logger
         self.is_main = is_main
         self.eval_history: list[tuple[int, dict[str, float]]] = []
+        self.eval_samples: list[dict[str, Any]] = []
+        """Per-prompt rows of the last :meth:`validate` (problem, answer, response, reward)."""
         self.timer = StageTimer()
         self.filter = PromptFilter(cfg.filter, parts.source)
         kl = cfg.kl
@@ -119,7 +123,7 @@ class Trainer:
     def train_iteration(self) -> dict[str, float]:
         cfg, timer, policy = self.cfg, self.timer, self.parts.policy
         with timer("rollout"):  # rank 0 generates, grades and filters; the batch is broadcast
-            groups, fstats = _broadcast(
+            groups, fstats = broadcast_object(
                 self.filter.next_batch(self.rollout_and_grade) if self.is_main else None
             )
         with timer("score"):
@@ -180,12 +184,15 @@ class Trainer:
         return self.refitter.refit(weights, version=self.iteration + 1).metrics()
 
     def log_eval(self, metrics: dict[str, float], tag: str) -> None:
-        """Record an evaluation (before / periodic / after) in the history and the metrics log."""
+        """Record an evaluation (before / periodic / after): history, metrics log, ``samples/``."""
         if not metrics:
             return
         self.eval_history.append((self.iteration, metrics))
         if self.logger is not None:
             self.logger.log(self.iteration, {**metrics, f"eval/is_{tag}": 1.0})
+            samples = self.logger.run_dir / "samples" / f"eval-iter{self.iteration:06d}-{tag}.jsonl"
+            samples.parent.mkdir(parents=True, exist_ok=True)
+            samples.write_text("".join(json.dumps(row) + "\n" for row in self.eval_samples))
 
     # -- state (checkpoint / resume) ----------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -230,6 +237,18 @@ class Trainer:
         out = self.engine.generate([self._encode(r) for r in records], self._sampling(True))
         texts = [self.parts.decode(t) for t in out.token_ids]
         results = self.parts.reward.batch(list(records), texts)
+        self.eval_samples = [
+            {
+                "id": rec.id,
+                "problem": rec.problem,
+                "answer": rec.answer,
+                "response": text,
+                "extracted": res.extracted,
+                "reward": res.reward,
+                "correct": bool(res.correct and res.boxed),
+            }
+            for rec, text, res in zip(records, texts, results, strict=True)
+        ]
         n = len(results)
         return {
             "eval/accuracy": sum(r.correct and r.boxed for r in results) / n,
@@ -237,17 +256,6 @@ class Trainer:
             "eval/reward": sum(r.reward for r in results) / n,
             "eval/response_tokens": sum(out.lengths) / n,
         }
-
-
-def _broadcast(obj: Any) -> Any:
-    """Rank 0's object on every rank (identity without torch.distributed)."""
-    import torch.distributed as dist
-
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def _rng_state_to_plain(state: tuple) -> list:

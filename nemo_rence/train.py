@@ -13,11 +13,13 @@ current iteration, write a checkpoint and exit with code 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,7 @@ def _summary(metrics: dict[str, float]) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     from nemo_rence.config import ConfigError, compose
 
+    launched = time.perf_counter()
     try:
         cfg = compose(args.overrides, config_name=args.config_name)
     except ConfigError as err:
@@ -78,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(cfg.run.threads)
     from nemo_rence.build import build_components
     from nemo_rence.infra.metrics import MetricsLogger
+    from nemo_rence.infra.trackers import open_trackers
     from nemo_rence.loop import Trainer
     from nemo_rence.run_state import CheckpointManager
 
@@ -87,25 +91,38 @@ def run(args: argparse.Namespace) -> int:
     main = built.rank == 0
     if main:
         (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
-    logger = MetricsLogger(run_dir, tensorboard=main) if main else None
+    logger = (
+        MetricsLogger(run_dir, tensorboard=True, trackers=open_trackers(cfg, run_dir))
+        if main
+        else None
+    )
     trainer = Trainer(cfg, built.parts, logger, is_main=main)
     ckpt = CheckpointManager(run_dir / "checkpoints", keep=cfg.run.keep_checkpoints)
     stop = _StopFlag()
     resumed = ckpt.resume(trainer, built)
     start = time.perf_counter()
     try:
+        budget = _Budget(cfg.run.time_budget_min * 60.0, launched)
         if not resumed:
-            before = trainer.validate(built.parts.heldout)
+            with budget.timing_eval():
+                before = trainer.validate(built.parts.heldout)
             trainer.log_eval(before, "before")
             if main and before:
                 print(f"held-out before training: {_fmt(before)}", flush=True)
         bar = _progress(cfg.run.iterations, trainer.iteration, main and not args.no_progress)
         while trainer.iteration < cfg.run.iterations:
-            metrics = trainer.train_iteration()
+            if budget.exhausted():
+                if main:
+                    print(f"time budget: {budget.explain()}", flush=True)
+                break
+            with budget.timing_iteration():
+                metrics = trainer.train_iteration()
             bar.update(1)
             bar.set_postfix(_summary(metrics))
             if cfg.run.eval_every and trainer.iteration % cfg.run.eval_every == 0:
-                trainer.log_eval(trainer.validate(built.parts.heldout), "periodic")
+                periodic = trainer.validate(built.parts.heldout)
+                trainer.log_eval(periodic, "periodic")
+                ckpt.update_best(trainer, built, periodic)  # checkpoints/best (run_state.py)
             if stop.signal is not None:
                 path = ckpt.save(trainer, built)
                 if main:
@@ -119,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
             latest = ckpt.save(trainer, built)
         after = trainer.validate(built.parts.heldout)
         trainer.log_eval(after, "after")
+        ckpt.update_best(trainer, built, after)
         if main:
             from nemo_rence.infra.plots import write_plots
 
@@ -143,6 +161,49 @@ def run(args: argparse.Namespace) -> int:
         from nemo_rence.policy.megatron.parallel import teardown
 
         teardown()
+
+
+class _Budget:
+    """``run.time_budget_min``: stop before an iteration that would not finish in time.
+
+    An iteration is started only if ``elapsed + slowest iteration so far + one evaluation`` fits
+    in the budget (the first iteration always runs).
+    """
+
+    def __init__(self, seconds: float, launched: float) -> None:
+        self.seconds = seconds
+        self.launched = launched
+        self.iteration_s: list[float] = []
+        self.eval_s = 0.0
+
+    @contextlib.contextmanager
+    def timing_eval(self) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.eval_s = time.perf_counter() - start
+
+    @contextlib.contextmanager
+    def timing_iteration(self) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.iteration_s.append(time.perf_counter() - start)
+
+    def needed(self) -> float:
+        return time.perf_counter() - self.launched + max(self.iteration_s) + self.eval_s
+
+    def exhausted(self) -> bool:
+        """Rank 0's verdict on every rank (their clocks differ; they must stop together)."""
+        from nemo_rence.infra.distributed import broadcast_object
+
+        over = self.seconds > 0 and bool(self.iteration_s) and self.needed() > self.seconds
+        return broadcast_object(over) if self.seconds > 0 else False
+
+    def explain(self) -> str:
+        return (
+            f"stopping after {len(self.iteration_s)} iterations: another iteration "
+            f"(<= {max(self.iteration_s):.0f} s) and the final evaluation ({self.eval_s:.0f} s) "
+            f"would end at {self.needed():.0f} s > run.time_budget_min={self.seconds / 60:g} min"
+        )
 
 
 def _fmt(metrics: dict[str, float]) -> str:

@@ -154,3 +154,13 @@ def test_a_bad_override_fails_before_any_model_is_built(tmp_path):
     assert proc.returncode == 2
     assert "filter.t_easy must be in [0, 1], got 1.5" in proc.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_time_budget_stops_early_then_checkpoints_and_evaluates(tmp_path):
+    """run.time_budget_min: the first iteration always runs, the next would not fit the budget."""
+    out = tmp_path / "budget"
+    stdout = _train(out, 50, "run.time_budget_min=0.001")
+    assert "time budget: stopping after 1 iterations" in stdout
+    assert "held-out accuracy change" in stdout
+    assert sorted(_iterations(out)) == [1]
+    assert (out / "checkpoints" / "latest").read_text().strip() == "iter-000001"

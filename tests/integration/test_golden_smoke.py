@@ -1,0 +1,73 @@
+"""Golden-metrics smoke run: ``python -m nemo_rence train`` for 2 iterations on the tiny boxing
+model (``tests/golden/smoke.py``), its run directory, and its metrics against
+``tests/golden/tiny_smoke.json`` within the documented tolerances.
+
+After a deliberate change of the math, regenerate the golden file from the repository root with
+``python -m tests.golden.update`` and commit it with the change.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.golden.smoke import (
+    EXCLUDED_KEYS,
+    EXCLUDED_PREFIXES,
+    GOLDEN,
+    ITERATIONS,
+    compare,
+    golden_rows,
+    run_smoke,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return run_smoke(tmp_path_factory.mktemp("golden"))
+
+
+def test_the_smoke_run_writes_config_metrics_tensorboard_checkpoints_and_plots(run_dir):
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["run"]["iterations"] == ITERATIONS and cfg["loss"]["name"] == "rence"
+    assert (run_dir / "metrics.jsonl").stat().st_size > 0
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    latest = (run_dir / "checkpoints" / "latest").read_text().strip()
+    assert latest == f"iter-{ITERATIONS:06d}"
+    assert (run_dir / "checkpoints" / latest / "trainer.pt").is_file()
+    assert {"reward.png", "kl.png", "loss.png"} <= {p.name for p in (run_dir / "plots").glob("*")}
+
+
+def test_the_smoke_run_metrics_match_the_golden_file(run_dir):
+    differences = compare(golden_rows(run_dir), json.loads(GOLDEN.read_text()))
+    assert not differences, (
+        f"{len(differences)} metric(s) differ from {GOLDEN.name} (if the change is deliberate, "
+        "regenerate it: python -m tests.golden.update):\n" + "\n".join(differences)
+    )
+
+
+def test_only_the_listed_timing_keys_are_left_out_of_the_comparison(run_dir):
+    logged = set()
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        logged |= set(json.loads(line))
+    excluded = {k for k in logged if k.startswith(EXCLUDED_PREFIXES) or k in EXCLUDED_KEYS}
+    assert excluded and all(k.startswith("time/") or k == "refit/seconds" for k in excluded)
+    compared = set().union(*golden_rows(run_dir).values())
+    assert logged - excluded == compared
+
+
+def test_a_flipped_loss_sign_or_a_doubled_kl_coefficient_would_fail_the_comparison():
+    golden = json.loads(GOLDEN.read_text())
+    flipped = json.loads(GOLDEN.read_text())
+    flipped["iter1/train"]["loss/rence"] *= -1
+    doubled = json.loads(GOLDEN.read_text())
+    row = doubled["iter1/train"]
+    row["loss/total"] = row["loss/rence"] + 2 * (row["loss/total"] - row["loss/rence"])
+    assert compare(flipped, golden) == [
+        f"iter1/train loss/rence: {-golden['iter1/train']['loss/rence']!r} != golden "
+        f"{golden['iter1/train']['loss/rence']!r}"
+    ]
+    assert [d.split(":")[0] for d in compare(doubled, golden)] == ["iter1/train loss/total"]
