@@ -71,7 +71,14 @@ def plan_point(model: str, nodes: int, args: argparse.Namespace) -> dict[str, An
     ]
     cfg = compose(base)
     gpus = nodes * args.gpus_per_node
-    p = plan_config(cfg, gpus=gpus, gpu_mem_gib=args.gpu_mem, gpus_per_node=args.gpus_per_node)
+    # sequence parallelism is free where TP > 1 (the planner applies it to those layouts only)
+    p = plan_config(
+        cfg,
+        gpus=gpus,
+        gpu_mem_gib=args.gpu_mem,
+        gpus_per_node=args.gpus_per_node,
+        sequence_parallel=True,
+    )
     point: dict[str, Any] = {
         "model": model,
         "nodes": nodes,
@@ -100,6 +107,7 @@ def plan_point(model: str, nodes: int, args: argparse.Namespace) -> dict[str, An
         f"policy.pipeline_parallel={rec.pp}",
         # the schema's switch is a bool: selective and full both turn it on
         f"policy.recompute={'false' if c.recompute == 'none' else 'true'}",
+        f"policy.sequence_parallel={'true' if rec.tp > 1 else 'false'}",
     ]
     return {
         **point,
