@@ -22,9 +22,10 @@ import torch
 from nemo_rence.config import ModelConfig, TrainConfig
 from nemo_rence.data.records import PromptRecord
 from nemo_rence.data.sampler import PromptSampler
+from nemo_rence.infra.distributed import barrier
 from nemo_rence.loop import Components
 
-__all__ = ["build_components", "resolve_model_dir"]
+__all__ = ["build_components", "build_engine", "resolve_eos_ids", "resolve_model_dir"]
 
 
 def resolve_model_dir(model: ModelConfig, work_dir: Path, seed: int = 0) -> Path:
@@ -66,14 +67,8 @@ def _datasets(cfg: TrainConfig) -> tuple[list[PromptRecord], list[PromptRecord]]
     return records, records[: d.heldout_size]
 
 
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
-
-
-def _eos_ids(hf_dir: Path, tokenizer: Any) -> tuple[int, ...]:
+def resolve_eos_ids(hf_dir: Path, tokenizer: Any) -> tuple[int, ...]:
+    """The EOS token ids: ``generation_config.json``'s in ``hf_dir``, else the tokenizer's."""
     from transformers import GenerationConfig
 
     try:
@@ -84,7 +79,7 @@ def _eos_ids(hf_dir: Path, tokenizer: Any) -> tuple[int, ...]:
     return tuple(int(e) for e in eos) if isinstance(eos, list | tuple) else (int(eos),)
 
 
-def _build_engine(cfg: TrainConfig, hf_dir: Path, tokenizer: Any, eos_ids: tuple[int, ...]) -> Any:
+def build_engine(cfg: TrainConfig, hf_dir: Path, tokenizer: Any, eos_ids: tuple[int, ...]) -> Any:
     """The rollout engine named by ``rollout.engine``, on the same starting weights as the policy."""
     engine = cfg.rollout.engine
     if engine == "hf":
@@ -140,7 +135,7 @@ def build_components(cfg: TrainConfig, work_dir: Path) -> Built:
     )
     if info.rank == 0:
         hf_dir = resolve_model_dir(cfg.model, work_dir, cfg.run.seed)
-    _barrier()
+    barrier()
     hf_dir = resolve_model_dir(cfg.model, work_dir, cfg.run.seed)
     tokenizer = AutoTokenizer.from_pretrained(hf_dir)
     prompt_cfg = PromptConfig(
@@ -189,8 +184,8 @@ def build_components(cfg: TrainConfig, work_dir: Path) -> Built:
     )
     policy.load_hf(hf_dir)
 
-    eos_ids = _eos_ids(hf_dir, tokenizer)
-    engine = _build_engine(cfg, hf_dir, tokenizer, eos_ids) if info.rank == 0 else None
+    eos_ids = resolve_eos_ids(hf_dir, tokenizer)
+    engine = build_engine(cfg, hf_dir, tokenizer, eos_ids) if info.rank == 0 else None
     reward = MathReward(RewardConfig(grader=GraderConfig(num_workers=1)))
 
     def decode(tokens: Any) -> str:

@@ -40,34 +40,12 @@ from typing import Any
 
 import torch
 
+from nemo_rence.infra.distributed import barrier, broadcast_object, rank
+
 __all__ = ["BEST_METRIC", "BestChoice", "CheckpointManager", "read_best", "select_best"]
 
 BEST_METRIC = "eval/accuracy"
 """The held-out metric the best checkpoint maximises (greedy boxed-and-correct accuracy)."""
-
-
-def _rank() -> int:
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
-
-
-def _broadcast(obj: Any) -> Any:
-    """Rank 0's object on every rank (identity without torch.distributed)."""
-    import torch.distributed as dist
-
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -207,13 +185,13 @@ class CheckpointManager:
         final, tmp = self.root / name, self.root / f".tmp-{name}"
         if self._saved_iteration == trainer.iteration and _complete(final):
             return final
-        if _rank() == 0:
+        if rank() == 0:
             self.root.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
-        _barrier()
+        barrier()
         built.parts.policy.save(tmp / "policy")
-        if _rank() == 0:
+        if rank() == 0:
             state = {
                 "trainer": trainer.state_dict(),
                 "sampler": built.sampler.state_dict(),
@@ -228,7 +206,7 @@ class CheckpointManager:
             for stale in self.root.glob(".tmp-*"):
                 shutil.rmtree(stale, ignore_errors=True)
             self._rotate()
-        _barrier()
+        barrier()
         self._saved_iteration = trainer.iteration
         return final
 
@@ -247,7 +225,7 @@ class CheckpointManager:
         pointer always names a complete checkpoint. Returns whether ``best`` moved.
         """
         decision = None
-        if _rank() == 0:
+        if rank() == 0:
             value = metrics.get(BEST_METRIC)
             current = self.best()
             if (
@@ -257,13 +235,13 @@ class CheckpointManager:
                 and (current is None or value > current.value)
             ):
                 decision = float(value)
-        decision = _broadcast(decision)
+        decision = broadcast_object(decision)
         if decision is None:
             return False
         name = f"iter-{trainer.iteration:06d}"
         if not _complete(self.root / name):
             self.save(trainer, built)
-        if _rank() == 0:
+        if rank() == 0:
             record = {
                 "checkpoint": name,
                 "iteration": trainer.iteration,
@@ -272,7 +250,7 @@ class CheckpointManager:
             }
             _write_atomic(self.root / "best", json.dumps(record) + "\n")
             self._rotate()  # the previous best is an ordinary checkpoint again
-        _barrier()
+        barrier()
         return True
 
     def resume(self, trainer: Any, built: Any) -> bool:

@@ -73,7 +73,7 @@ def _print_summary(command: str, summary: dict[str, Any], seconds: float) -> Non
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen conversion; return the exit code (0 ok, 1 on a checkpoint error)."""
-    from nemo_rence.checkpoint import dist, gguf
+    from nemo_rence.checkpoint import gguf, nemo
     from nemo_rence.checkpoint.mapping import CheckpointError
 
     start = time.perf_counter()
@@ -81,15 +81,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         if command in ("hf-to-megatron", "hf-to-nemo"):
             layout = "nemo2" if command == "hf-to-megatron" else args.layout
-            summary = dist.export_nemo(
+            summary = nemo.export_nemo(
                 args.hf_dir, args.out, layout=layout,
                 make_vocab_size_divisible_by=args.make_vocab_size_divisible_by, progress=True,
             )  # fmt: skip
         elif command == "megatron-to-hf":
-            summary = dist.import_nemo(args.ckpt, args.out, progress=True)
+            summary = nemo.import_nemo(args.ckpt, args.out, progress=True)
         elif command == "nemo-to-hf":
             hf_config = json.loads(Path(args.hf_config).read_text()) if args.hf_config else None
-            summary = dist.import_nemo(args.nemo, args.out, hf_config=hf_config, progress=True)
+            summary = nemo.import_nemo(args.nemo, args.out, hf_config=hf_config, progress=True)
         elif command == "gguf-to-hf":
             src = Path(args.gguf) if args.gguf else gguf.default_gguf_path()
             summary = gguf.gguf_to_hf(src, args.out, progress=True)

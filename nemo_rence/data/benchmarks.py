@@ -46,7 +46,7 @@ ID_FIELDS = ("unique_id", "id", "ID", "problem_idx", "idx")
 META_FIELDS = ("subject", "level", "url", "year", "type", "problem_type", "subfield", "unit")
 
 
-def _common_row(row: Row, n: int) -> tuple[str, str, str, dict[str, Any]]:
+def common_row(row: Row, n: int) -> tuple[str, str, str, dict[str, Any]]:
     """Problem / answer / id by the usual aliases; answer falls back to the boxed solution."""
     problem = require_text(first_field(row, PROBLEM_FIELDS), "no_problem")
     answer = answer_text(first_field(row, ANSWER_FIELDS))
@@ -106,13 +106,13 @@ class BenchmarkSpec:
 BENCHMARKS: dict[str, BenchmarkSpec] = {
     spec.name: spec
     for spec in (
-        BenchmarkSpec("math500", "MATH-500", _common_row, 4, 1, "HuggingFaceH4/MATH-500"),
-        BenchmarkSpec("aime24", "AIME24", _common_row, 4, 32, "HuggingFaceH4/aime_2024"),
-        BenchmarkSpec("aime25", "AIME25", _common_row, 4, 32, "math-ai/aime25"),
-        BenchmarkSpec("aime26", "AIME26", _common_row, 4, 32, "MathArena/aime_2026"),
-        BenchmarkSpec("hmmt25", "HMMT25", _common_row, 4, 32, "MathArena/hmmt_feb_2025"),
-        BenchmarkSpec("amc", "AMC", _common_row, 4, 32, "AI-MO/aimo-validation-amc"),
-        BenchmarkSpec("minerva", "Minerva", _common_row, 4, 1, "Minerva Math (272 problems)"),
+        BenchmarkSpec("math500", "MATH-500", common_row, 4, 1, "HuggingFaceH4/MATH-500"),
+        BenchmarkSpec("aime24", "AIME24", common_row, 4, 32, "HuggingFaceH4/aime_2024"),
+        BenchmarkSpec("aime25", "AIME25", common_row, 4, 32, "math-ai/aime25"),
+        BenchmarkSpec("aime26", "AIME26", common_row, 4, 32, "MathArena/aime_2026"),
+        BenchmarkSpec("hmmt25", "HMMT25", common_row, 4, 32, "MathArena/hmmt_feb_2025"),
+        BenchmarkSpec("amc", "AMC", common_row, 4, 32, "AI-MO/aimo-validation-amc"),
+        BenchmarkSpec("minerva", "Minerva", common_row, 4, 1, "Minerva Math (272 problems)"),
         BenchmarkSpec(
             "olympiadbench", "Olympiad", _olympiad_row, 4, 1, "Hothan/OlympiadBench (OE maths en)"
         ),

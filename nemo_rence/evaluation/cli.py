@@ -167,8 +167,8 @@ def _resolved_settings(settings: EvalSettings, source: ModelSource) -> dict[str,
 def _build_engine(
     resolved: dict[str, Any], source: ModelSource, hf_dir: Path, tokenizer: Any, eos: Any
 ) -> Any:
-    """The engine the trainer would build (``build._build_engine``) on ``hf_dir``."""
-    from nemo_rence.build import _build_engine as build_engine
+    """The engine the trainer would build (``build.build_engine``) on ``hf_dir``."""
+    from nemo_rence.build import build_engine
     from nemo_rence.config import TrainConfig
 
     cfg = source.config or TrainConfig()
@@ -194,7 +194,7 @@ def _evaluate(
 ) -> int:
     from transformers import AutoTokenizer
 
-    from nemo_rence.build import _eos_ids
+    from nemo_rence.build import resolve_eos_ids
     from nemo_rence.data.template import PromptConfig, encode_prompt
     from nemo_rence.evaluation.model_source import materialize_hf_dir
     from nemo_rence.evaluation.runner import (
@@ -223,7 +223,7 @@ def _evaluate(
             chat=resolved["chat"],
             max_prompt_tokens=resolved["max_prompt_tokens"],
         )
-        eos_ids = _eos_ids(hf_dir, tokenizer)
+        eos_ids = resolve_eos_ids(hf_dir, tokenizer)
         engine = _build_engine(resolved, source, hf_dir, tokenizer, eos_ids)
         reward = MathReward(RewardConfig(grader=GraderConfig(num_workers=1)))
         rng = random.Random(settings.seed)

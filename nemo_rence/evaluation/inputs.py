@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from nemo_rence.data.benchmarks import BENCHMARKS, _common_row
+from nemo_rence.data.benchmarks import BENCHMARKS, common_row
 from nemo_rence.data.loaders import SUFFIXES, load_rows
 from nemo_rence.data.records import LoadResult
 
@@ -99,7 +99,7 @@ def load_benchmark_file(bench: BenchmarkFile) -> LoadResult:
     Raises:
         EvalInputError: the file cannot be read as a dataset, or no row is usable.
     """
-    parser = BENCHMARKS[bench.schema].parser if bench.schema in BENCHMARKS else _common_row
+    parser = BENCHMARKS[bench.schema].parser if bench.schema in BENCHMARKS else common_row
     try:
         loaded = load_rows(bench.path, parser, bench.name, dedup=False)
     except (OSError, ValueError) as err:  # json / parquet decoding errors are ValueErrors

@@ -10,7 +10,7 @@
 
 A run checkpoint is evaluated through the package's one conversion path: its policy checkpoint
 (a NeMo-2-style dist checkpoint, ``checkpoint.dist``) is converted offline to an HF directory
-with :func:`~nemo_rence.checkpoint.dist.import_nemo`, using the run's base model's config.json
+with :func:`~nemo_rence.checkpoint.nemo.import_nemo`, using the run's base model's config.json
 and tokenizer files (the run's ``config.json`` says which model that is, as
 :func:`~nemo_rence.build.resolve_model_dir` resolves it for training). The run's config also
 supplies the defaults of the prompt template, chat template and length limits, so evaluation
@@ -176,11 +176,11 @@ def materialize_hf_dir(source: ModelSource, work_dir: Path) -> Path:
     """An HF directory holding ``source``'s weights and tokenizer (converted for a run)."""
     if source.kind == "hf":
         return source.path
-    from nemo_rence.checkpoint.dist import _copy_tokenizer, import_nemo
     from nemo_rence.checkpoint.hf import read_hf_config
+    from nemo_rence.checkpoint.nemo import copy_tokenizer, import_nemo
 
     assert source.base_dir is not None
     out = work_dir / f"hf-{source.path.name}"
     import_nemo(source.path / "policy", out, hf_config=read_hf_config(source.base_dir))
-    _copy_tokenizer(source.base_dir, out)  # tokenizer + generation_config of the base model
+    copy_tokenizer(source.base_dir, out)  # tokenizer + generation_config of the base model
     return out

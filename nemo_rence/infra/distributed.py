@@ -10,6 +10,7 @@ from typing import Any
 
 __all__ = ["barrier", "broadcast_object", "rank"]
 
+
 def _group_size() -> int:
     import torch.distributed as dist
 

@@ -64,6 +64,7 @@ def error_of(fn, *args, **kwargs) -> str | None:
 def interop(work: Path) -> None:
     from nemo_rence.checkpoint import dist
     from nemo_rence.checkpoint.hf import read_hf_config
+    from nemo_rence.checkpoint.nemo import import_nemo
 
     for family, suffix in (("qwen3_tied", ""), ("llama3_rope", ""), ("qwen2", ".nemo")):
         src = work / f"{family}_hf"
@@ -84,7 +85,7 @@ def interop(work: Path) -> None:
     plain = work / "nemo_only"
     shutil.copytree(work / "llama3_rope_nemo", plain)
     (plain / "context" / "nemo_rence.json").unlink()
-    dist.import_nemo(plain, work / "nemo_only_back")
+    import_nemo(plain, work / "nemo_only_back")
     emit(
         {"check": "nemo_yaml_only", "bit_exact": bit_exact(work / "nemo_only_back", "llama3_rope")}
     )
@@ -94,7 +95,7 @@ def interop(work: Path) -> None:
     shutil.copytree(work / "qwen3_tied_nemo", cut)
     biggest = max((cut / "weights").glob("*.distcp"), key=lambda p: p.stat().st_size)
     biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 2])
-    emit({"check": "truncated", "error": error_of(dist.import_nemo, cut, work / "cut_back")})
+    emit({"check": "truncated", "error": error_of(import_nemo, cut, work / "cut_back")})
     rc, out = convert("nemo-to-hf", "--nemo", str(cut), "--out", str(work / "cut_cli"))
     emit({"check": "truncated_cli", "rc": rc, "out": out, "exists": (work / "cut_cli").exists()})
 
@@ -102,18 +103,14 @@ def interop(work: Path) -> None:
     arc = work / "cut.nemo"
     data = (work / "qwen2_nemo.nemo").read_bytes()
     arc.write_bytes(data[: len(data) // 3])
-    emit(
-        {"check": "truncated_archive", "error": error_of(dist.import_nemo, arc, work / "arc_back")}
-    )
+    emit({"check": "truncated_archive", "error": error_of(import_nemo, arc, work / "arc_back")})
 
     # A config that does not match the stored shapes.
     wrong = dict(read_hf_config(work / "qwen3_tied_hf"), intermediate_size=96)
     emit(
         {
             "check": "wrong_shape",
-            "error": error_of(
-                dist.import_nemo, work / "qwen3_tied_nemo", work / "w", hf_config=wrong
-            ),
+            "error": error_of(import_nemo, work / "qwen3_tied_nemo", work / "w", hf_config=wrong),
         }
     )
 

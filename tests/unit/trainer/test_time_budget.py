@@ -54,5 +54,5 @@ def test_zero_budget_means_no_limit(clock):
 
 
 def test_negative_budget_is_a_config_error():
-    with pytest.raises(ConfigError, match="run.time_budget_min"):
+    with pytest.raises(ConfigError, match=r"run\.time_budget_min"):
         RunConfig(time_budget_min=-1)
