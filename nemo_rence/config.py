@@ -129,6 +129,13 @@ class RolloutConfig:
     """Response length limit (paper: 6656)."""
     prompts_per_draw: int | None = None
     """Prompts drawn from the dataset per D.batch() (Algorithm 1 line 5); default filter.batch_size."""
+    reuse_logprobs: bool = False
+    """Take pi_old's per-token logprobs from the engine's sampling logprobs instead of a policy
+    forward over the whole batch (the 'score' stage). Exact when engine and policy compute the
+    same distribution (same weights, precision and temperature: the CPU ``hf`` engine in fp32);
+    the refit check then runs the policy on the batch's first group only and still fails past
+    ``run.max_refit_gap``. Rollouts from an older engine version (cache reuse) fall back to the
+    policy forward. Off by default: a bf16 GPU engine differs from the policy by ~1e-2 nats."""
 
     def __post_init__(self) -> None:
         _one_of("rollout", "engine", self.engine, ["hf", "vllm", "trtllm"])

@@ -25,12 +25,17 @@ import torch
 
 from nemo_rence.algorithm.filter import PromptFilter, ScoredGroup
 from nemo_rence.algorithm.kl import build_controller
-from nemo_rence.batching import groups_to_policy_batch, mini_batches, rollouts_to_groups
+from nemo_rence.batching import (
+    groups_to_policy_batch,
+    mini_batches,
+    rollouts_to_groups,
+    select_groups,
+)
 from nemo_rence.config import TrainConfig
 from nemo_rence.data.records import PromptRecord
 from nemo_rence.infra.distributed import broadcast_object
 from nemo_rence.infra.metrics import MetricsLogger, StageTimer
-from nemo_rence.policy.interface import Policy, algorithm_loss
+from nemo_rence.policy.interface import Policy, PolicyBatch, algorithm_loss
 from nemo_rence.refit import RefitConfig, Refitter
 from nemo_rence.rollout import GenerationEngine, SamplingParams
 
@@ -128,9 +133,7 @@ class Trainer:
             )
         with timer("score"):
             batch = groups_to_policy_batch(groups)
-            old = policy.logprobs(batch)
-            batch.extras["old_logprobs"] = old
-            gap = self._check_refit(batch, old) if self.is_main else {}
+            batch.extras["old_logprobs"], gap = self._old_logprobs(batch)
         metrics: dict[str, float] = {}
         with timer("update"):
             loss_fn = algorithm_loss(
@@ -161,6 +164,22 @@ class Trainer:
         if self.logger is not None:
             self.logger.log(self.iteration, metrics)
         return metrics
+
+    def _old_logprobs(self, batch: PolicyBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        """pi_old's per-token logprobs of the batch, and the refit check's metrics (rank 0).
+
+        A policy forward over the batch; or, with ``rollout.reuse_logprobs`` and every rollout
+        from the current engine version, the engine's own sampling logprobs, with the policy
+        run on the first group only to check that the two still agree.
+        """
+        policy = self.parts.policy
+        fresh = bool((batch.extras["engine_version"] == self.iteration).all())
+        if not (self.cfg.rollout.reuse_logprobs and fresh):
+            old = policy.logprobs(batch)
+            return old, (self._check_refit(batch, old) if self.is_main else {})
+        probe = select_groups(batch, [int(batch.group_ids[0])])
+        gap = self._check_refit(probe, policy.logprobs(probe)) if self.is_main else {}
+        return batch.extras["engine_logprobs"].clone(), {**gap, "score/reused_engine": 1.0}
 
     def _check_refit(self, batch: Any, old: torch.Tensor) -> dict[str, float]:
         """Engine-vs-policy logprobs on the rollouts the current engine weights generated."""

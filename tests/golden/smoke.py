@@ -131,7 +131,7 @@ def write_boxing_model(path: Path, margin: float = 7.75) -> Path:
     return path
 
 
-def command(out: Path, model_dir: Path) -> list[str]:
+def command(out: Path, model_dir: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -142,17 +142,19 @@ def command(out: Path, model_dir: Path) -> list[str]:
         *OVERRIDES,
         f"run.out_dir={out}",
         f"run.iterations={ITERATIONS}",
+        *extra,
         "--no-progress",
     ]
 
 
-def run_smoke(work: Path) -> Path:
-    """Write the boxing model under ``work``, run the entry point, return the run directory."""
+def run_smoke(work: Path, *extra: str) -> Path:
+    """Write the boxing model under ``work``, run the entry point (with ``extra`` overrides),
+    return the run directory."""
     model_dir = write_boxing_model(work / "boxing-model")
     out = work / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
     proc = subprocess.run(
-        command(out, model_dir), env=env, capture_output=True, text=True, timeout=900
+        command(out, model_dir, *extra), env=env, capture_output=True, text=True, timeout=900
     )
     if proc.returncode != 0:
         raise AssertionError(

@@ -71,3 +71,13 @@ def test_a_flipped_loss_sign_or_a_doubled_kl_coefficient_would_fail_the_comparis
         f"{golden['iter1/train']['loss/rence']!r}"
     ]
     assert [d.split(":")[0] for d in compare(doubled, golden)] == ["iter1/train loss/total"]
+
+
+def test_policy_scored_old_logprobs_give_the_golden_metrics(tmp_path):
+    """The CPU scale takes pi_old from the engine (rollout.reuse_logprobs); a policy forward over
+    the whole batch, the exact definition, must give the same run within the golden tolerance."""
+    exact = golden_rows(run_smoke(tmp_path, "rollout.reuse_logprobs=false"))
+    golden = json.loads(GOLDEN.read_text())
+    for row in golden.values():
+        row.pop("score/reused_engine", None)
+    assert not compare(exact, golden)
