@@ -129,6 +129,10 @@ def build_components(cfg: TrainConfig, work_dir: Path) -> Built:
     from nemo_rence.rewards.pool import GraderConfig
     from nemo_rence.rewards.reward_fn import MathReward, RewardConfig
 
+    if cfg.run.malloc_mmap_threshold_mb > 0:
+        from nemo_rence.infra.allocator import set_mmap_threshold
+
+        set_mmap_threshold(cfg.run.malloc_mmap_threshold_mb << 20)
     # Process groups first: rank 0 alone prepares a model directory, the others wait for it.
     info = init_parallel(
         cfg.policy.tensor_parallel, cfg.policy.pipeline_parallel, seed=cfg.run.seed

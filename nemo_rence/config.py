@@ -245,9 +245,13 @@ class RunConfig:
     """torch intra-op threads (0: all cores)."""
     max_refit_gap: float = 0.05
     """Fail when engine and policy disagree by more than this mean |logprob| gap (nats)."""
+    malloc_mmap_threshold_mb: int = 0
+    """CPU memory: serve allocations of at least this many MiB with their own mmap, so freed
+    activations go back to the OS (glibc; see :mod:`nemo_rence.infra.allocator`). 0: glibc's
+    default dynamic threshold."""
     time_budget_min: float = 0.0
     """Wall-clock budget of the whole run in minutes (0: none). Before each iteration the run
-    stops early when the elapsed time plus one more iteration (the slowest so far) and the final
+    stops early when the elapsed time plus one more iteration (as long as the last) and the final
     held-out evaluation would exceed it; it then checkpoints, evaluates and reports as usual."""
 
     def __post_init__(self) -> None:
@@ -256,6 +260,7 @@ class RunConfig:
         _positive("run", "save_every", self.save_every, strict=False)
         _positive("run", "keep_checkpoints", self.keep_checkpoints)
         _positive("run", "time_budget_min", self.time_budget_min, strict=False)
+        _positive("run", "malloc_mmap_threshold_mb", self.malloc_mmap_threshold_mb, strict=False)
 
 
 @dataclass
