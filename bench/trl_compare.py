@@ -1,0 +1,560 @@
+"""Our ReNCE training iteration vs TRL's ``GRPOTrainer`` step, side by side on CPU, one JSON.
+
+Same model (SmolLM2-135M-Instruct, the HF directory converted from the shipped GGUF), fp32, the
+same prompts (the arithmetic task, digits=1, the paper's template in the chat template: exactly
+the prompts our trainer draws, in order), the same reward (``nemo_rence.rewards.math``), K
+rollouts of P prompts with at most N new tokens each, the same torch thread count. Each side runs
+in its own child process (so the peak RSS is its own):
+
+- ours: ``Trainer.train_iteration`` of the real loop (``config.compose`` + ``build_components``)
+  with ``filter.enabled=false``, the filter's documented GRPO mode ("keeps every group, no eq. (3),
+  no mastery"), so one iteration generates exactly P x K rollouts like TRL; the loss is ReNCE.
+  Stage split from the trainer's ``time/*`` metrics, rollout split into generate / grade.
+- TRL: ``bench/_trl_grpo_worker.py`` under ``--trl-python`` (an interpreter with trl installed;
+  TRL is not a project dependency). One optimizer step = P x K completions. Skipped, with the
+  reason in the JSON, when that interpreter or trl is missing.
+
+Each side runs ``--warmup`` iterations (reported, not in the median) and ``--steps`` measured
+ones. Peak RSS = ``ru_maxrss`` of the side's process + peak RSS of its live descendants (our
+grader workers). Targets: ``speedup = trl_step_s / ours_iteration_s >= 1.5`` and
+``rss_ratio = ours_rss / trl_rss <= 0.5``.
+
+    nice -n 5 python bench/trl_compare.py                       # 8 prompts x 8 x 32 tokens
+    python bench/trl_compare.py --sides ours --steps 1          # our side only
+    NEMO_RENCE_TRL_PYTHON=/path/to/venv/bin/python python bench/trl_compare.py
+
+Prints one JSON object on stdout (progress on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TRL_WORKER = Path(__file__).resolve().parent / "_trl_grpo_worker.py"
+TRL_PYTHON_ENV = "NEMO_RENCE_TRL_PYTHON"
+DEFAULT_TRL_PYTHON = "/work/trl-venv/bin/python"
+TARGET_SPEEDUP = 1.5
+TARGET_RSS_RATIO = 0.5
+SIDES = ("ours", "trl")
+GIB = 2**30
+
+
+# -- arguments --------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--prompts", type=int, default=8, help="prompts per iteration / step (P)")
+    ap.add_argument("--k", type=int, default=8, help="rollouts per prompt (K)")
+    ap.add_argument("--new-tokens", type=int, default=32, help="max new tokens per rollout (N)")
+    ap.add_argument("--warmup", type=int, default=1, help="warm-up iterations per side")
+    ap.add_argument("--steps", type=int, default=2, help="measured iterations per side")
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads, both sides")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--lr",
+        type=float,
+        default=1e-6,
+        help="learning rate of both sides (default: the paper's 1e-6, so the policy barely moves "
+        "during the benchmark and both sides keep generating the same response lengths)",
+    )
+    ap.add_argument("--sides", default="ours,trl", help="comma list of: ours, trl")
+    ap.add_argument("--n-update", type=int, default=4, help="ours: optimizer steps per iteration")
+    ap.add_argument(
+        "--mini-batch", type=int, default=2, help="ours: prompts (groups) per optimizer step"
+    )
+    ap.add_argument(
+        "--trl-micro-batch",
+        type=int,
+        default=8,
+        help="TRL per_device_train_batch_size (completions per forward); gradient accumulation "
+        "makes one optimizer step see P x K. Default 8 = our micro-batch (one group of K).",
+    )
+    ap.add_argument(
+        "--trl-gradient-checkpointing",
+        choices=("default", "on", "off"),
+        default="default",
+        help="TRL gradient checkpointing: its default (on in TRL 1.x), on or off (ours: off)",
+    )
+    ap.add_argument(
+        "--trl-python",
+        default=os.environ.get(TRL_PYTHON_ENV, DEFAULT_TRL_PYTHON),
+        help=f"interpreter with trl installed (env {TRL_PYTHON_ENV}; default {DEFAULT_TRL_PYTHON})",
+    )
+    ap.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        help="extra config override for our side (key=value), repeatable",
+    )
+    ap.add_argument("--timeout", type=float, default=3600, help="seconds per side")
+    ap.add_argument("--_child-ours", nargs=2, metavar=("SPEC", "RESULT"), help=argparse.SUPPRESS)
+    return ap
+
+
+def validate_args(args: argparse.Namespace) -> list[str]:
+    """Problems with the arguments, each saying what to change (empty: fine)."""
+    errors = []
+    for name in ("prompts", "new_tokens", "steps", "threads", "n_update", "mini_batch"):
+        if getattr(args, name) < 1:
+            errors.append(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.k < 2:
+        errors.append(f"--k must be >= 2 (a group needs a contrast), got {args.k}")
+    if args.lr <= 0:
+        errors.append(f"--lr must be > 0, got {args.lr}")
+    if args.warmup < 0:
+        errors.append(f"--warmup must be >= 0, got {args.warmup}")
+    sides = parse_sides(args.sides)
+    bad = [s for s in sides if s not in SIDES]
+    if bad or not sides:
+        errors.append(f"--sides must be a comma list of {list(SIDES)}, got {args.sides!r}")
+    if args.mini_batch > args.prompts:
+        errors.append(f"--mini-batch ({args.mini_batch}) must be <= --prompts ({args.prompts})")
+    rollouts = args.prompts * args.k
+    if args.trl_micro_batch < 1 or rollouts % args.trl_micro_batch:
+        errors.append(
+            f"--trl-micro-batch ({args.trl_micro_batch}) must divide prompts x k ({rollouts}) "
+            "so that one TRL optimizer step sees exactly P x K completions"
+        )
+    return errors
+
+
+def parse_sides(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def ours_overrides(args: argparse.Namespace) -> list[str]:
+    """Config overrides of our side (on top of conf/train.yaml: ReNCE, SmolLM2, scale=cpu)."""
+    return [
+        "model.source=smollm2",
+        "rollout.engine=hf",
+        "data.task=arithmetic",
+        "data.digits=1",
+        "policy.precision=fp32",
+        f"rollout.group_size={args.k}",
+        f"rollout.max_new_tokens={args.new_tokens}",
+        f"filter.batch_size={args.prompts}",
+        "filter.enabled=false",  # every group kept: exactly P x K rollouts per iteration
+        f"optim.n_update={args.n_update}",
+        f"optim.mini_batch_size={args.mini_batch}",
+        f"run.threads={args.threads}",
+        f"run.iterations={args.warmup + args.steps}",
+        f"run.seed={args.seed}",
+        f"optim.lr={args.lr}",
+        *args.override,
+    ]
+
+
+# -- environment checks -----------------------------------------------------------------------
+def check_trl(trl_python: str, timeout: float = 120) -> tuple[bool, str]:
+    """Whether ``trl_python`` runs and imports trl; the reason when not."""
+    path = Path(trl_python)
+    if not path.exists():
+        return False, (
+            f"TRL side skipped: interpreter {trl_python} not found. Create it (python3.11 -m venv "
+            f"/work/trl-venv; pip install torch==2.13.0; pip install -c <torch pin> 'trl==1.16.*') "
+            f"or point --trl-python / ${TRL_PYTHON_ENV} at one"
+        )
+    try:
+        proc = subprocess.run(
+            [str(path), "-c", "import trl; print(trl.__version__)"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return False, f"TRL side skipped: {trl_python} did not run: {err}"
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+        return False, f"TRL side skipped: trl is not importable by {trl_python}: {tail[0]}"
+    return True, proc.stdout.strip()
+
+
+def child_env(threads: int) -> dict[str, str]:
+    """The same threading and offline settings for both children."""
+    env = dict(os.environ)
+    env.update(
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        OMP_WAIT_POLICY="PASSIVE",
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        HF_HUB_DISABLE_TELEMETRY="1",
+    )
+    return env
+
+
+# -- the shared workload ----------------------------------------------------------------------
+def plan_prompts(overrides: Sequence[str], iterations: int) -> dict[str, Any]:
+    """The prompts our trainer will draw, in order, rendered and tokenized as it does.
+
+    Mirrors ``build._datasets`` + ``build_components`` (arithmetic train split, length filter,
+    ``PromptSampler(seed=data.seed)``, ``rollout.prompts_per_draw or filter.batch_size`` per
+    draw); the child checks the prompts it actually drew against this list.
+    """
+    from transformers import AutoTokenizer
+
+    from nemo_rence.build import resolve_model_dir
+    from nemo_rence.config import compose
+    from nemo_rence.data.sampler import PromptSampler
+    from nemo_rence.data.synthetic import ArithmeticConfig, generate_arithmetic
+    from nemo_rence.data.template import PromptConfig, build_prompt, encode_prompt, filter_by_length
+
+    cfg = compose(list(overrides))
+    d = cfg.data
+    hf_dir = resolve_model_dir(cfg.model, Path(tempfile.gettempdir()), cfg.run.seed)
+    tokenizer = AutoTokenizer.from_pretrained(hf_dir)
+    prompt_cfg = PromptConfig(
+        template=d.template, chat=d.chat_template, max_prompt_tokens=d.max_prompt_tokens
+    )
+    arith = ArithmeticConfig(digits=d.digits, steps=d.steps, operations=d.operations, seed=d.seed)
+    train, _ = filter_by_length(
+        generate_arithmetic(d.train_size, arith, split="train"), prompt_cfg, tokenizer
+    )
+    sampler = PromptSampler(len(train), seed=d.seed)
+    draw = cfg.rollout.prompts_per_draw or cfg.filter.batch_size
+    records = [train[i] for _ in range(iterations) for i in sampler.take(draw)]
+    return {
+        "hf_dir": str(hf_dir),
+        "prompts": [
+            {
+                "id": r.id,
+                "answer": r.answer,
+                "text": build_prompt(r, prompt_cfg, tokenizer),
+                "ids": encode_prompt(r, prompt_cfg, tokenizer),
+            }
+            for r in records
+        ],
+    }
+
+
+# -- our side (child process) -----------------------------------------------------------------
+def _descendants_hwm_bytes() -> int:
+    """Sum of the peak RSS (VmHWM) of this process's live descendants (grader workers)."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children[ppid].append(int(entry))
+    total, todo = 0, list(children[os.getpid()])
+    while todo:
+        pid = todo.pop()
+        todo.extend(children[pid])
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                total += next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("VmHWM:"))
+        except (OSError, StopIteration):
+            pass
+    return total
+
+
+def _maxrss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class _Timed:
+    """Wraps a callable, adding its wall seconds to ``seconds[key]``."""
+
+    def __init__(self, fn: Any, seconds: dict[str, float], key: str) -> None:
+        self.fn, self.seconds, self.key = fn, seconds, key
+
+    def __call__(self, *a: Any, **kw: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return self.fn(*a, **kw)
+        finally:
+            self.seconds[self.key] += time.perf_counter() - t0
+
+
+def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
+    """Warm-up + measured ``Trainer.train_iteration`` calls; times, stage split, peak RSS."""
+    import dataclasses
+
+    import megatron.core
+    import torch
+    import transformers
+
+    import nemo_rence
+    from nemo_rence.build import build_components
+    from nemo_rence.config import compose
+    from nemo_rence.loop import Trainer
+    from nemo_rence.policy.megatron.parallel import teardown
+
+    cfg = compose(spec["overrides"])
+    torch.set_num_threads(cfg.run.threads)
+    rss_start = _maxrss_bytes()
+    work_dir = Path(spec["work_dir"])
+    built = build_components(cfg, work_dir)
+    parts = built.parts
+    drawn: list[str] = []
+    source = parts.source
+
+    def recording_source() -> list[Any]:
+        records = source()
+        drawn.extend(r.id for r in records)
+        return records
+
+    sub: dict[str, float] = defaultdict(float)
+    engine = parts.engine
+    assert engine is not None
+    engine.generate = _Timed(engine.generate, sub, "generate")  # type: ignore[method-assign]
+    parts.reward.batch = _Timed(parts.reward.batch, sub, "grade")
+    parts = dataclasses.replace(parts, source=recording_source)
+    trainer = Trainer(cfg, parts, logger=None)
+    rss_built = _maxrss_bytes()
+    iterations = []
+    try:
+        for i in range(spec["warmup"] + spec["steps"]):
+            sub.clear()
+            t0, c0 = time.perf_counter(), time.process_time()
+            metrics = trainer.train_iteration()
+            seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+            stages = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("time/")}
+            stages["rollout.generate"] = sub["generate"]
+            stages["rollout.grade"] = sub["grade"]
+            rollouts = int(metrics["filter/rollouts"])
+            iterations.append(
+                {
+                    "iteration_s": seconds,
+                    "cpu_s": cpu,
+                    "stages_s": stages,
+                    "rollouts": rollouts,
+                    "response_tokens": round(metrics["rollout/response_tokens_mean"] * rollouts),
+                    "reward_mean": metrics["reward/mean"],
+                    "maxrss_gib": _maxrss_bytes() / GIB,
+                }
+            )
+            print(f"ours: iteration {i} {seconds:.1f} s", file=sys.stderr, flush=True)
+        rss_peak = _maxrss_bytes()
+        children = _descendants_hwm_bytes()
+    finally:
+        built.reward.close()
+        teardown()
+    measured = iterations[spec["warmup"] :]
+    stage_keys = sorted({k for it in measured for k in it["stages_s"]})
+    return {
+        "versions": {
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "megatron_core": megatron.core.__version__,
+            "nemo_rence": nemo_rence.__version__,
+        },
+        "trainer": "nemo_rence.loop.Trainer.train_iteration (ReNCE)",
+        "config": {
+            "overrides": spec["overrides"],
+            "loss": cfg.loss["name"],
+            "filter_enabled": cfg.filter.enabled,
+            "n_update": cfg.optim.n_update,
+            "mini_batch_groups": cfg.optim.mini_batch_size,
+            "micro_batch_rollouts": cfg.rollout.group_size * cfg.policy.micro_batch_groups,
+            "rollout_engine": cfg.rollout.engine,
+            "grader_workers": 1,
+            "torch_threads": torch.get_num_threads(),
+        },
+        "prompts_match_plan": drawn == [p["id"] for p in spec["prompts"]],
+        "warmup_iteration_s": [it["iteration_s"] for it in iterations[: spec["warmup"]]],
+        "measured_iteration_s": [it["iteration_s"] for it in measured],
+        "iteration_s": statistics.median(it["iteration_s"] for it in measured),
+        "iteration_cpu_s": statistics.median(it["cpu_s"] for it in measured),
+        "stage_split_s": {
+            k: statistics.median(it["stages_s"].get(k, 0.0) for it in measured) for k in stage_keys
+        },
+        "per_iteration": iterations,
+        "rollouts_per_step": [it["rollouts"] for it in measured],
+        "response_tokens_per_step": [it["response_tokens"] for it in measured],
+        "peak_rss_gib": (rss_peak + children) / GIB,
+        "rss_breakdown_gib": {
+            "after_imports": rss_start / GIB,
+            "after_build": rss_built / GIB,
+            "after_train": rss_peak / GIB,
+            "descendants_peak": children / GIB,
+        },
+    }
+
+
+def _child_ours(spec_path: str, result_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    Path(result_path).write_text(json.dumps(run_ours(spec), indent=2))
+
+
+# -- driver -----------------------------------------------------------------------------------
+def run_child(cmd: list[str], result: Path, env: dict[str, str], log: Path, timeout: float) -> Any:
+    """Run one side; its JSON result, or ``{"error": ...}`` with the log's tail."""
+    with log.open("w") as out:
+        try:
+            proc = subprocess.run(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, timeout=timeout, check=False
+            )
+            rc: int | str = proc.returncode
+        except subprocess.TimeoutExpired:
+            rc = f"timeout after {timeout:.0f} s"
+    if rc == 0 and result.is_file():
+        return json.loads(result.read_text())
+    tail = log.read_text(errors="replace").strip().splitlines()[-15:]
+    return {"error": f"exit {rc}", "log": str(log), "log_tail": tail}
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return float(f"{value:.5g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def assemble(
+    config: dict[str, Any], ours: dict[str, Any] | None, trl: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The report: per side results, then speedup and RSS ratio against the targets.
+
+    A side that was skipped or failed carries ``skipped`` / ``error``; ratios that need it are
+    ``None`` and so are their pass flags (never a silent pass).
+    """
+    sides = {"ours": ours, "trl": trl}
+    ok = {k: v is not None and "iteration_s" in v for k, v in sides.items()}
+    versions = {k: v.get("versions") for k, v in sides.items() if v and "versions" in v}
+    speedup = speedup_cpu = rss_ratio = None
+    if ok["ours"] and ok["trl"]:
+        assert ours is not None and trl is not None
+        speedup = trl["iteration_s"] / ours["iteration_s"]
+        if ours.get("iteration_cpu_s") and trl.get("iteration_cpu_s"):
+            speedup_cpu = trl["iteration_cpu_s"] / ours["iteration_cpu_s"]
+        rss_ratio = ours["peak_rss_gib"] / trl["peak_rss_gib"]
+    equal = None
+    if ok["ours"] and ok["trl"]:
+        assert ours is not None and trl is not None
+        trl_n = trl["rollouts_per_step"]
+        equal = all(n == trl_n for n in ours["rollouts_per_step"])
+    return _rounded(
+        {
+            "bench": "trl_compare",
+            "versions": versions,
+            "config": config,
+            "ours": ours,
+            "trl": trl,
+            "equal_rollouts_per_step": equal,
+            "ratios": {
+                "speedup": speedup,
+                "speedup_target": TARGET_SPEEDUP,
+                "speedup_pass": None if speedup is None else speedup >= TARGET_SPEEDUP,
+                "speedup_cpu_time": speedup_cpu,
+                "rss_ratio": rss_ratio,
+                "rss_ratio_target": TARGET_RSS_RATIO,
+                "rss_ratio_pass": None if rss_ratio is None else rss_ratio <= TARGET_RSS_RATIO,
+            },
+        }
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args._child_ours:
+        _child_ours(*args._child_ours)
+        return 0
+    errors = validate_args(args)
+    if errors:
+        for e in errors:
+            print(f"trl_compare: {e}", file=sys.stderr)
+        return 2
+    sides = parse_sides(args.sides)
+    overrides = ours_overrides(args)
+    iterations = args.warmup + args.steps
+    plan = plan_prompts(overrides, iterations)
+    env = child_env(args.threads)
+    config = {
+        "model": "SmolLM2-135M-Instruct (HF dir converted from the shipped GGUF), fp32, CPU",
+        "hf_dir": plan["hf_dir"],
+        "task": "arithmetic digits=1, ReNCE template in the chat template, math reward 1/0.1/0",
+        "prompts_per_step": args.prompts,
+        "k": args.k,
+        "max_new_tokens": args.new_tokens,
+        "warmup": args.warmup,
+        "measured_steps": args.steps,
+        "torch_threads": args.threads,
+        "lr": args.lr,
+        "trl_micro_batch": args.trl_micro_batch,
+        "trl_gradient_checkpointing": args.trl_gradient_checkpointing,
+        "trl_python": args.trl_python,
+        "nice": os.nice(0),
+        "cpu_count": os.cpu_count(),
+        "loadavg_1min_at_start": os.getloadavg()[0],
+    }
+    not_run = {"skipped": "not requested (--sides)"}
+    ours, trl = dict(not_run), dict(not_run)
+    with tempfile.TemporaryDirectory(prefix="trl_compare-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        spec = {
+            **plan,
+            "overrides": overrides,
+            "repo_root": str(REPO_ROOT),
+            "prompts_per_step": args.prompts,
+            "k": args.k,
+            "new_tokens": args.new_tokens,
+            "warmup": args.warmup,
+            "steps": args.steps,
+            "threads": args.threads,
+            "seed": args.seed,
+            "micro_batch": args.trl_micro_batch,
+            "gradient_checkpointing": {"default": None, "on": True, "off": False}[
+                args.trl_gradient_checkpointing
+            ],
+            "lr": args.lr,
+            "weight_decay": 0.01,  # ours: optim.weight_decay, optim.grad_clip defaults
+            "grad_clip": 1.0,
+        }
+        if "ours" in sides:
+            (tmp / "ours").mkdir()
+            (tmp / "ours.json").write_text(json.dumps({**spec, "work_dir": str(tmp / "ours")}))
+            print("trl_compare: running our side ...", file=sys.stderr, flush=True)
+            cmd = [sys.executable, __file__, "--_child-ours", str(tmp / "ours.json")]
+            ours = run_child(
+                [*cmd, str(tmp / "ours.out.json")],
+                tmp / "ours.out.json",
+                env,
+                Path(tempfile.gettempdir()) / "trl_compare_ours.log",
+                args.timeout,
+            )
+        if "trl" in sides:
+            available, detail = check_trl(args.trl_python)
+            if not available:
+                print(f"trl_compare: {detail}", file=sys.stderr, flush=True)
+                trl = {"skipped": detail}
+            else:
+                (tmp / "trl").mkdir()
+                (tmp / "trl.json").write_text(json.dumps({**spec, "work_dir": str(tmp / "trl")}))
+                print(f"trl_compare: running TRL {detail} ...", file=sys.stderr, flush=True)
+                trl = run_child(
+                    [args.trl_python, str(TRL_WORKER), str(tmp / "trl.json"), str(tmp / "t.json")],
+                    tmp / "t.json",
+                    env,
+                    Path(tempfile.gettempdir()) / "trl_compare_trl.log",
+                    args.timeout,
+                )
+    config["loadavg_1min_at_end"] = os.getloadavg()[0]
+    print(json.dumps(assemble(config, ours, trl), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
