@@ -166,8 +166,10 @@ def run(args: argparse.Namespace) -> int:
 class _Budget:
     """``run.time_budget_min``: stop before an iteration that would not finish in time.
 
-    An iteration is started only if ``elapsed + slowest iteration so far + one evaluation`` fits
-    in the budget (the first iteration always runs).
+    An iteration is started only if ``elapsed + the last iteration's time + one evaluation`` fits
+    in the budget (the first iteration always runs). The last one, not the slowest: the first
+    iteration of a run is the slowest by far (the filter searches longest while the policy
+    rarely solves a prompt) and does not predict the next ones.
     """
 
     def __init__(self, seconds: float, launched: float) -> None:
@@ -189,7 +191,7 @@ class _Budget:
         self.iteration_s.append(time.perf_counter() - start)
 
     def needed(self) -> float:
-        return time.perf_counter() - self.launched + max(self.iteration_s) + self.eval_s
+        return time.perf_counter() - self.launched + self.iteration_s[-1] + self.eval_s
 
     def exhausted(self) -> bool:
         """Rank 0's verdict on every rank (their clocks differ; they must stop together)."""
@@ -201,7 +203,7 @@ class _Budget:
     def explain(self) -> str:
         return (
             f"stopping after {len(self.iteration_s)} iterations: another iteration "
-            f"(<= {max(self.iteration_s):.0f} s) and the final evaluation ({self.eval_s:.0f} s) "
+            f"(~{self.iteration_s[-1]:.0f} s) and the final evaluation ({self.eval_s:.0f} s) "
             f"would end at {self.needed():.0f} s > run.time_budget_min={self.seconds / 60:g} min"
         )
 

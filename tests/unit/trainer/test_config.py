@@ -19,8 +19,11 @@ def test_default_composition_is_rence_with_the_paper_thresholds_at_cpu_scale():
         25600,
     )
     assert (cfg.filter.t_hard, cfg.filter.t_easy, cfg.filter.t_master) == (0.0, 0.5, 0.8)
-    assert cfg.optim.n_update == 4 and cfg.rollout.group_size == 8  # conf/scale/cpu.yaml
-    assert cfg.filter.unsolved == "keep_if_contrast"
+    # conf/scale/cpu.yaml
+    assert cfg.optim.n_update == 2 and cfg.rollout.group_size == 8 and cfg.filter.batch_size == 4
+    assert cfg.rollout.temperature == 0.7 and cfg.rollout.reuse_logprobs
+    assert cfg.filter.unsolved == "drop"  # the paper's filter
+    assert cfg.run.time_budget_min == 14 and cfg.run.malloc_mmap_threshold_mb == 0
     assert cfg.model.source == "smollm2"
 
 
@@ -30,6 +33,8 @@ def test_paper_scale_restores_the_papers_batch_and_lengths():
     assert cfg.optim.lr == 1e-6 and cfg.rollout.max_new_tokens == 6656
     assert cfg.optim.n_update == 16 and cfg.filter.unsolved == "drop"
     assert cfg.data.max_prompt_tokens == 1536
+    assert cfg.rollout.temperature == 1.0 and not cfg.rollout.reuse_logprobs
+    assert cfg.run.malloc_mmap_threshold_mb == 0
 
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF_DIR / "algorithm").glob("*.yaml")))

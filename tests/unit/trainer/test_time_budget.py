@@ -34,16 +34,18 @@ def test_first_iteration_always_runs(clock):
     assert not budget.exhausted()
 
 
-def test_stops_when_slowest_iteration_plus_eval_would_overrun(clock):
+def test_stops_when_another_iteration_plus_eval_would_overrun(clock):
     budget = train._Budget(seconds=600.0, launched=0.0)
     clock.now = 50.0  # model load
     _advance(clock, budget.timing_eval, 40.0)  # before-eval: 40 s, now 90
-    _advance(clock, budget.timing_iteration, 200.0)  # now 290
-    assert budget.needed() == pytest.approx(290 + 200 + 40)
-    assert not budget.exhausted()  # 530 <= 600
-    _advance(clock, budget.timing_iteration, 100.0)  # now 390; slowest stays 200
-    assert budget.needed() == pytest.approx(390 + 200 + 40)
-    assert budget.exhausted()  # 630 > 600
+    _advance(clock, budget.timing_iteration, 300.0)  # the slow first iteration: now 390
+    assert budget.needed() == pytest.approx(390 + 300 + 40)
+    assert budget.exhausted()  # 730 > 600 if the next were as slow
+    _advance(clock, budget.timing_iteration, 60.0)  # now 450; the last one predicts the next
+    assert budget.needed() == pytest.approx(450 + 60 + 40)
+    assert not budget.exhausted()  # 550 <= 600
+    _advance(clock, budget.timing_iteration, 60.0)  # now 510
+    assert budget.exhausted()  # 610 > 600
     assert "run.time_budget_min=10 min" in budget.explain()
 
 
