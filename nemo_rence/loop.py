@@ -178,7 +178,8 @@ class Trainer:
             old = policy.logprobs(batch)
             return old, (self._check_refit(batch, old) if self.is_main else {})
         probe = select_groups(batch, [int(batch.group_ids[0])])
-        gap = self._check_refit(probe, policy.logprobs(probe)) if self.is_main else {}
+        probe_old = policy.logprobs(probe)  # every rank: a collective under TP/PP
+        gap = self._check_refit(probe, probe_old) if self.is_main else {}
         return batch.extras["engine_logprobs"].clone(), {**gap, "score/reused_engine": 1.0}
 
     def _check_refit(self, batch: Any, old: torch.Tensor) -> dict[str, float]:

@@ -164,3 +164,34 @@ def test_time_budget_stops_early_then_checkpoints_and_evaluates(tmp_path):
     assert "held-out accuracy change" in stdout
     assert sorted(_iterations(out)) == [1]
     assert (out / "checkpoints" / "latest").read_text().strip() == "iter-000001"
+
+
+def test_tensor_parallel_run_with_sequence_parallel_and_engine_logprobs(tmp_path):
+    """torchrun, TP=2 with sequence parallelism, pi_old from the engine (rank 0 only has one):
+    every rank must still take part in the policy's refit-check forward."""
+    out = tmp_path / "tp2"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={29500 + os.getpid() % 1000}",
+        "-m",
+        "nemo_rence",
+        "train",
+        *TINY,
+        "policy.tensor_parallel=2",
+        "policy.sequence_parallel=true",
+        "rollout.reuse_logprobs=true",
+        f"run.out_dir={out}",
+        "run.iterations=2",
+        "--no-progress",
+    ]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    rows = _iterations(out)
+    assert sorted(rows) == [1, 2]
+    for row in rows.values():
+        assert row["score/reused_engine"] == 1.0
+        assert row["refit/logprob_gap"] < 1e-4
