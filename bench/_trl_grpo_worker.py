@@ -25,41 +25,14 @@ plus the peak RSS (``VmHWM``) of any live descendant.
 from __future__ import annotations
 
 import json
-import os
-import resource
 import statistics
 import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
-
-def _descendants_hwm_bytes() -> int:
-    """Sum of the peak RSS (VmHWM) of this process's live descendants."""
-    children: dict[int, list[int]] = defaultdict(list)
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children[ppid].append(int(entry))
-    total, todo = 0, list(children[os.getpid()])
-    while todo:
-        pid = todo.pop()
-        todo.extend(children[pid])
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                total += next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("VmHWM:"))
-        except (OSError, StopIteration):
-            pass
-    return total
-
-
-def _maxrss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# trl_compare imports only the standard library at module level: safe under TRL's interpreter
+from trl_compare import descendants_hwm_bytes, maxrss_bytes
 
 
 def main(spec_path: str, result_path: str) -> None:
@@ -79,10 +52,10 @@ def main(spec_path: str, result_path: str) -> None:
 
     from nemo_rence.rewards.math import score
 
-    rss_start = _maxrss_bytes()
+    rss_start = maxrss_bytes()
     tokenizer = AutoTokenizer.from_pretrained(spec["hf_dir"])
     model = AutoModelForCausalLM.from_pretrained(spec["hf_dir"], dtype=torch.float32)
-    rss_model = _maxrss_bytes()
+    rss_model = maxrss_bytes()
     prompts = spec["prompts"]
     ids_match = all(
         tokenizer(text=p["text"])["input_ids"] == p["ids"] for p in prompts
@@ -164,10 +137,10 @@ def main(spec_path: str, result_path: str) -> None:
         processing_class=tokenizer,
         callbacks=[StepTimer()],
     )
-    rss_built = _maxrss_bytes()
+    rss_built = maxrss_bytes()
     trainer.train()
-    rss_peak = _maxrss_bytes()
-    children = _descendants_hwm_bytes()
+    rss_peak = maxrss_bytes()
+    children = descendants_hwm_bytes()
 
     per_step = []
     for seconds, cpu, st, log in zip(step_times, step_cpu, stages, step_logs, strict=False):

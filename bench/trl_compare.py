@@ -242,7 +242,7 @@ def plan_prompts(overrides: Sequence[str], iterations: int) -> dict[str, Any]:
 
 
 # -- our side (child process) -----------------------------------------------------------------
-def _descendants_hwm_bytes() -> int:
+def descendants_hwm_bytes() -> int:
     """Sum of the peak RSS (VmHWM) of this process's live descendants (grader workers)."""
     children: dict[int, list[int]] = defaultdict(list)
     for entry in os.listdir("/proc"):
@@ -266,7 +266,7 @@ def _descendants_hwm_bytes() -> int:
     return total
 
 
-def _maxrss_bytes() -> int:
+def maxrss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -300,7 +300,7 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
 
     cfg = compose(spec["overrides"])
     torch.set_num_threads(cfg.run.threads)
-    rss_start = _maxrss_bytes()
+    rss_start = maxrss_bytes()
     work_dir = Path(spec["work_dir"])
     built = build_components(cfg, work_dir)
     parts = built.parts
@@ -319,7 +319,7 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     parts.reward.batch = _Timed(parts.reward.batch, sub, "grade")
     parts = dataclasses.replace(parts, source=recording_source)
     trainer = Trainer(cfg, parts, logger=None)
-    rss_built = _maxrss_bytes()
+    rss_built = maxrss_bytes()
     iterations = []
     try:
         for i in range(spec["warmup"] + spec["steps"]):
@@ -339,12 +339,12 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
                     "rollouts": rollouts,
                     "response_tokens": round(metrics["rollout/response_tokens_mean"] * rollouts),
                     "reward_mean": metrics["reward/mean"],
-                    "maxrss_gib": _maxrss_bytes() / GIB,
+                    "maxrss_gib": maxrss_bytes() / GIB,
                 }
             )
             print(f"ours: iteration {i} {seconds:.1f} s", file=sys.stderr, flush=True)
-        rss_peak = _maxrss_bytes()
-        children = _descendants_hwm_bytes()
+        rss_peak = maxrss_bytes()
+        children = descendants_hwm_bytes()
     finally:
         built.reward.close()
         teardown()
