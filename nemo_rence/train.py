@@ -115,21 +115,22 @@ def run(args: argparse.Namespace) -> int:
                 if main:
                     print(f"time budget: {budget.explain()}", flush=True)
                 break
+            # the whole step (periodic evaluation and checkpoint included) predicts the next one
             with budget.timing_iteration():
                 metrics = trainer.train_iteration()
-            bar.update(1)
-            bar.set_postfix(_summary(metrics))
-            if cfg.run.eval_every and trainer.iteration % cfg.run.eval_every == 0:
-                periodic = trainer.validate(built.parts.heldout)
-                trainer.log_eval(periodic, "periodic")
-                ckpt.update_best(trainer, built, periodic)  # checkpoints/best (run_state.py)
-            if stop.signal is not None:
-                path = ckpt.save(trainer, built)
-                if main:
-                    print(f"signal {stop.signal}: checkpoint {path}, exiting", flush=True)
-                return 0
-            if cfg.run.save_every and trainer.iteration % cfg.run.save_every == 0:
-                ckpt.save(trainer, built)
+                bar.update(1)
+                bar.set_postfix(_summary(metrics))
+                if cfg.run.eval_every and trainer.iteration % cfg.run.eval_every == 0:
+                    periodic = trainer.validate(built.parts.heldout)
+                    trainer.log_eval(periodic, "periodic")
+                    ckpt.update_best(trainer, built, periodic)  # checkpoints/best (run_state.py)
+                if stop.signal is not None:
+                    path = ckpt.save(trainer, built)
+                    if main:
+                        print(f"signal {stop.signal}: checkpoint {path}, exiting", flush=True)
+                    return 0
+                if cfg.run.save_every and trainer.iteration % cfg.run.save_every == 0:
+                    ckpt.save(trainer, built)
         bar.close()
         latest = ckpt.latest()
         if latest is None or latest.name != f"iter-{trainer.iteration:06d}":
@@ -166,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
 class _Budget:
     """``run.time_budget_min``: stop before an iteration that would not finish in time.
 
-    An iteration is started only if ``elapsed + the last iteration's time + one evaluation`` fits
+    An iteration is started only if ``elapsed + the last iteration's time (with its periodic
+    evaluation and checkpoint) + one evaluation`` fits
     in the budget (the first iteration always runs). The last one, not the slowest: the first
     iteration of a run is the slowest by far (the filter searches longest while the policy
     rarely solves a prompt) and does not predict the next ones.
