@@ -6,6 +6,9 @@ defaults) through the policy's whole-group micro-batching. Reported: seconds and
 ``logprobs`` (forward only) and of ``train_step`` (forward + backward + AdamW), median of the
 timed repetitions after one warm-up.
 
+Layouts (``--layouts``): ``policy.layout`` rollout (one row per rollout) and shared_prefix (one row
+per prompt holding its K responses; ``policy/megatron/packing.py``), side by side, with the ratio.
+
 Peer in the same run: Hugging Face ``LlamaForCausalLM`` of the same shape and weights-free random
 init, a full-vocabulary ``log_softmax`` + gather of the response tokens, the same ReNCE loss on
 the sequence sums, backward and ``torch.optim.AdamW`` (what a TRL-style trainer does per step).
@@ -46,9 +49,12 @@ SMOLLM2_135M = ArchSpec(
 
 
 def make_batch(groups: int, k: int, prompt: int, response: int) -> PolicyBatch:
+    """``groups`` prompts x ``k`` rollouts; the rollouts of a prompt share its tokens."""
     g = torch.Generator().manual_seed(0)
     n = groups * k
     ids = torch.randint(0, SMOLLM2_135M.vocab_size, (n, prompt + response), generator=g)
+    prompts = torch.randint(0, SMOLLM2_135M.vocab_size, (groups, prompt), generator=g)
+    ids[:, :prompt] = prompts.repeat_interleave(k, dim=0)
     rewards = torch.tensor([1.0, 0.0] * (n // 2) + [0.1] * (n % 2))
     return PolicyBatch(
         ids,
@@ -69,13 +75,15 @@ def _timed(fn, reps: int) -> float:
     return statistics.median(times)
 
 
-def bench_policy(batch: PolicyBatch, reps: int) -> dict:
-    from nemo_rence.policy.megatron.parallel import init_parallel
+def bench_policy(batch: PolicyBatch, reps: int, layout: str) -> dict:
+    from nemo_rence.policy.megatron.parallel import init_parallel, teardown
     from nemo_rence.policy.megatron.policy import MegatronPolicy, MegatronPolicyConfig
 
+    teardown()
     init_parallel(1, 1, seed=0)
     policy = MegatronPolicy(
-        SMOLLM2_135M, MegatronPolicyConfig(micro_batch_size=batch.size, spec="local")
+        SMOLLM2_135M,
+        MegatronPolicyConfig(micro_batch_size=batch.size, spec="local", layout=layout),
     )
     lp = policy.logprobs(batch)
     batch.extras["old_logprobs"] = lp
@@ -142,6 +150,12 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument(
+        "--layouts",
+        default="rollout,shared_prefix",
+        help="comma list of policy.layout values to run (rollout: one row per rollout, "
+        "shared_prefix: one row per prompt with its K responses, auto)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     batch = make_batch(args.groups, args.k, args.prompt, args.response)
@@ -158,7 +172,10 @@ def main() -> None:
             "OMP_WAIT_POLICY": os.environ["OMP_WAIT_POLICY"],
         },
     }
-    runs = {"nemo_rence": bench_policy(batch, args.reps)}
+    runs = {
+        f"nemo_rence_{layout}": bench_policy(batch, args.reps, layout)
+        for layout in args.layouts.split(",")
+    }
     if not args.no_peer:
         runs["hf_transformers_peer"] = bench_hf_peer(batch, args.reps)
     for r in runs.values():
@@ -167,6 +184,11 @@ def main() -> None:
         r["logprobs_s"] = round(r["logprobs_s"], 3)
         r["train_step_s"] = round(r["train_step_s"], 3)
     out["results"] = runs
+    if {"nemo_rence_rollout", "nemo_rence_shared_prefix"} <= runs.keys():
+        plain, shared = runs["nemo_rence_rollout"], runs["nemo_rence_shared_prefix"]
+        out["shared_prefix_speedup"] = {
+            k: round(plain[k] / shared[k], 3) for k in ("logprobs_s", "train_step_s")
+        }
     print(json.dumps(out, indent=2))
 
 

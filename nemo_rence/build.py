@@ -181,6 +181,7 @@ def build_components(cfg: TrainConfig, work_dir: Path) -> Built:
             params_dtype=dtype,
             recompute="full" if cfg.policy.recompute else None,
             sequence_parallel=cfg.policy.sequence_parallel,
+            layout=cfg.policy.layout,
             optimizer=OptimizerSettings(
                 lr=o.lr, betas=o.betas, weight_decay=o.weight_decay, clip_grad=o.grad_clip
             ),

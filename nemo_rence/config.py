@@ -209,12 +209,19 @@ class PolicyConfig:
     tensor-parallel matmuls (norms, residual stream, the recomputation checkpoints) are split
     over the TP ranks along the sequence instead of replicated, which divides them by
     ``tensor_parallel`` at no extra communication volume. Needs ``tensor_parallel > 1``."""
+    layout: str = "auto"
+    """Micro-batch layout of the policy's forward and backward: 'shared_prefix' packs each prompt
+    once with its K responses behind it (a segment mask keeps the responses apart), so the
+    prompt's tokens run once per group instead of K times; 'rollout' one row per rollout;
+    'auto' the one with fewer FLOPs per micro-batch (shared prefixes need the local layer spec:
+    TE runs use 'rollout'). Results are the same up to fp32 rounding."""
 
     def __post_init__(self) -> None:
         _positive("policy", "tensor_parallel", self.tensor_parallel)
         _positive("policy", "pipeline_parallel", self.pipeline_parallel)
         _positive("policy", "micro_batch_groups", self.micro_batch_groups)
         _one_of("policy", "precision", self.precision, ["auto", "fp32", "bf16"])
+        _one_of("policy", "layout", self.layout, ["auto", "shared_prefix", "rollout"])
         if self.sequence_parallel and self.tensor_parallel < 2:
             raise ConfigError(
                 "policy.sequence_parallel needs policy.tensor_parallel > 1 (it splits the "

@@ -44,6 +44,7 @@ def _passed(log: str, name: str) -> bool:
         "padding_and_trailing_tokens_do_not_change_logprobs",
         "micro_batches_of_whole_groups_accumulate_the_same_gradient",
         "activation_recomputation_gives_the_same_gradient",
+        "shared_prefix_layout_equals_rollout_layout",
         "micro_batch_size_that_splits_a_group_raises",
         "export_weights_is_lazy",
         "save_load_restores_weights_and_optimizer_state",
@@ -53,7 +54,9 @@ def test_single_replica(reference_dir, name):
     assert _passed(reference_dir[1], name), reference_dir[1][-4000:]
 
 
-@pytest.mark.parametrize("layout", ["tp2", "tp2sp", "tp2sp_recompute", "pp2", "dp2"])
+@pytest.mark.parametrize(
+    "layout", ["tp2", "tp2sp", "tp2sp_recompute", "pp2", "dp2", "tp2sp_shared", "pp2_shared"]
+)
 @pytest.mark.parametrize(
     "check",
     [

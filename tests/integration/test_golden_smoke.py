@@ -73,11 +73,26 @@ def test_a_flipped_loss_sign_or_a_doubled_kl_coefficient_would_fail_the_comparis
     assert [d.split(":")[0] for d in compare(doubled, golden)] == ["iter1/train loss/total"]
 
 
-def test_policy_scored_old_logprobs_give_the_golden_metrics(tmp_path):
-    """The CPU scale takes pi_old from the engine (rollout.reuse_logprobs); a policy forward over
-    the whole batch, the exact definition, must give the same run within the golden tolerance."""
-    exact = golden_rows(run_smoke(tmp_path, "rollout.reuse_logprobs=false"))
+@pytest.mark.parametrize(
+    "override",
+    [
+        # the CPU scale takes pi_old from the engine (rollout.reuse_logprobs); a policy forward
+        # over the whole batch is the exact definition
+        "rollout.reuse_logprobs=false",
+        # the golden run packs each prompt once with its responses (policy.layout=auto picks
+        # shared_prefix here); one row per rollout is the plain definition
+        "policy.layout=rollout",
+    ],
+)
+def test_the_exact_slower_paths_give_the_golden_metrics(tmp_path, override):
+    rows = golden_rows(run_smoke(tmp_path, override))
     golden = json.loads(GOLDEN.read_text())
-    for row in golden.values():
-        row.pop("score/reused_engine", None)
-    assert not compare(exact, golden)
+    for name, row in golden.items():
+        if override.startswith("rollout."):
+            row.pop("score/reused_engine", None)
+        elif "policy/shared_prefix" in row:  # what the layout reports differs by construction
+            assert row["policy/shared_prefix"] == 1.0 and rows[name]["policy/shared_prefix"] == 0.0
+            assert rows[name]["policy/forward_tokens"] > 2 * row["policy/forward_tokens"]
+            for key in ("policy/shared_prefix", "policy/forward_tokens"):
+                row.pop(key), rows[name].pop(key)
+    assert not compare(rows, golden)

@@ -40,15 +40,19 @@ skipped (``reduce_grad_input=False``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+from nemo_rence.policy.megatron.packing import Layout, rollout_layout
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
     "auto_chunk_size",
     "gather_response_logprobs",
-    "response_positions",
+    "layout_logprobs",
     "vocab_parallel_token_logprobs",
 ]
 
@@ -227,29 +231,48 @@ def vocab_parallel_token_logprobs(
     )
 
 
-def response_positions(
-    prompt_lengths: Tensor, response_lengths: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Where the response tokens of a right-padded ``[B, S]`` batch are predicted.
+def layout_logprobs(
+    hidden: Tensor,
+    weight: Tensor,
+    layout: Layout,
+    *,
+    width: int,
+    temperature: float = 1.0,
+    chunk_size: int | None = None,
+    vocab_size: int | None = None,
+    group: dist.ProcessGroup | None = None,
+    reduce_grad_input: bool = True,
+) -> Tensor:
+    """Response-aligned per-token log-probabilities of a micro-batch from its hidden states.
 
-    Row ``i`` holds ``p_i`` prompt tokens then ``r_i`` response tokens. Response token ``j`` sits
-    at position ``p_i + j`` and is predicted by the hidden state at ``p_i + j - 1``.
+    The output projection runs only on the ``M`` hidden states that predict response tokens
+    (``layout.hidden_positions`` / ``hidden_rows``, see :mod:`.packing`).
+
+    Args:
+        hidden: [S, B, H] final hidden states (megatron layout), TP-replicated.
+        weight: [V_loc, H] output projection shard.
+        layout: the micro-batch's :class:`~.packing.Layout` (rollout or shared-prefix).
+        width: T, columns of the result.
+        temperature, chunk_size, vocab_size, group, reduce_grad_input: see
+            :func:`vocab_parallel_token_logprobs`.
 
     Returns:
-        (rows [M], hidden positions [M], response columns [M]) with ``M = sum_i r_i``, ordered row
-        by row: the hidden state of ``(rows[k], positions[k])`` predicts token
-        ``input_ids[rows[k], positions[k] + 1]``, whose log-probability lands in column
-        ``columns[k]`` of the [B, T] result.
+        [n, T] float32; ``out[i, j] = log pi(y_ij | x_i, y_i,<j)`` for ``j < r_i``, 0 in padding.
     """
-    if bool((prompt_lengths < 1).any()):
-        raise ValueError(
-            "every row needs at least one prompt token (the first token is never scored)"
-        )
-    rows = torch.repeat_interleave(torch.arange(len(response_lengths)), response_lengths)
-    starts = torch.cumsum(response_lengths, 0) - response_lengths
-    columns = torch.arange(len(rows)) - starts[rows]
-    positions = prompt_lengths[rows] + columns - 1
-    return rows, positions, columns
+    h = hidden[layout.hidden_positions.to(hidden.device), layout.hidden_rows.to(hidden.device)]
+    logp = vocab_parallel_token_logprobs(
+        h,
+        weight,
+        layout.labels.to(hidden.device),
+        temperature=temperature,
+        chunk_size=chunk_size,
+        vocab_size=vocab_size,
+        group=group,
+        reduce_grad_input=reduce_grad_input,
+    )
+    out = logp.new_zeros(layout.num_rollouts, width)
+    index = (layout.out_rows.to(hidden.device), layout.out_cols.to(hidden.device))
+    return out.index_put(index, logp)
 
 
 def gather_response_logprobs(
@@ -260,44 +283,19 @@ def gather_response_logprobs(
     response_lengths: Tensor,
     *,
     width: int | None = None,
-    temperature: float = 1.0,
-    chunk_size: int | None = None,
-    vocab_size: int | None = None,
-    group: dist.ProcessGroup | None = None,
-    reduce_grad_input: bool = True,
+    **kwargs: Any,
 ) -> Tensor:
-    """Response-aligned per-token log-probabilities of a micro-batch from its hidden states.
-
-    The output projection runs only on the ``M`` hidden states that predict response tokens.
+    """:func:`layout_logprobs` of a right-padded ``[B, S]`` batch (the rollout layout).
 
     Args:
-        hidden: [S, B, H] final hidden states (megatron layout), TP-replicated.
-        weight: [V_loc, H] output projection shard.
-        input_ids: [B, S] prompt + response + right padding.
+        hidden: [S, B, H]; input_ids: [B, S] prompt + response + right padding;
         prompt_lengths, response_lengths: [B] int64 (``p_i + r_i <= S``).
-        width: T, columns of the result (default ``max r_i``).
-        temperature, chunk_size, vocab_size, group, reduce_grad_input: see
-            :func:`vocab_parallel_token_logprobs`.
+        width: T (default ``max r_i``); kwargs: as :func:`layout_logprobs`.
 
     Returns:
         [B, T] float32; ``out[i, j] = log pi(input_ids[i, p_i + j] | input_ids[i, :p_i + j])`` for
         ``j < r_i`` and 0 in padding columns.
     """
-    cpu = torch.device("cpu")
-    rows, positions, columns = response_positions(prompt_lengths.to(cpu), response_lengths.to(cpu))
+    layout = rollout_layout(input_ids.cpu(), prompt_lengths.cpu(), response_lengths.cpu())
     width = int(response_lengths.max().item()) if width is None else width
-    rows, positions, columns = (t.to(hidden.device) for t in (rows, positions, columns))
-    h = hidden[positions, rows]  # [M, H]
-    labels = input_ids.to(hidden.device)[rows, positions + 1]
-    logp = vocab_parallel_token_logprobs(
-        h,
-        weight,
-        labels,
-        temperature=temperature,
-        chunk_size=chunk_size,
-        vocab_size=vocab_size,
-        group=group,
-        reduce_grad_input=reduce_grad_input,
-    )
-    out = logp.new_zeros(input_ids.shape[0], width)
-    return out.index_put((rows, columns), logp)
+    return layout_logprobs(hidden, weight, layout, width=width, **kwargs)

@@ -12,6 +12,14 @@ wrapped in megatron's ``DistributedDataParallel`` (it runs under gloo too), driv
 ``get_forward_backward_func`` with a ``forward_step_func`` that returns
 ``(output, partial(loss_func, micro_batch))``: the loss never deals with pipeline parallelism.
 
+Layouts (``packing``): a micro-batch reaches the model either as one right-padded row per rollout
+(causal attention) or, with ``layout='shared_prefix'``, as one row per prompt holding its K responses
+behind the prompt (a segment mask and RoPE positions make every response see only the prompt and
+itself), so the prompt's tokens run once per group instead of K times, forward and backward.
+``layout='auto'`` picks whichever costs fewer FLOPs per micro-batch
+(``packing.layout_cost``); it needs the local layer spec (arbitrary attention masks), so TE runs
+use the rollout layout.
+
 Forward (``_forward_step``): the model runs with its ``post_process`` flag lowered for the call, so
 the last stage returns the final-norm hidden states ``[S, B, H]`` instead of full-vocabulary
 logits; ``_loss_func`` then projects ONLY the hidden states that predict response tokens through
@@ -33,6 +41,7 @@ and in the same order.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,7 +54,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from nemo_rence.policy.interface import LossFn, Metrics, MicroBatch, PolicyBatch
-from nemo_rence.policy.megatron.logprobs import gather_response_logprobs
+from nemo_rence.policy.megatron.logprobs import layout_logprobs
 from nemo_rence.policy.megatron.model import ArchSpec, build_gpt_model, resolve_spec
 from nemo_rence.policy.megatron.optimizer import (
     OptimizerSettings,
@@ -53,6 +62,7 @@ from nemo_rence.policy.megatron.optimizer import (
     build_optimizer,
     global_grad_norm,
 )
+from nemo_rence.policy.megatron.packing import LAYOUTS, Layout, choose_layout
 
 __all__ = ["MegatronPolicy", "MegatronPolicyConfig", "plan_group_micro_batches"]
 
@@ -84,6 +94,11 @@ class MegatronPolicyConfig:
     """Megatron sequence parallelism (needs TP > 1): activations outside the TP matmuls are split
     over the TP ranks along the sequence. Micro-batches are right-padded to a multiple of the TP
     size; the last stage all-gathers its hidden states before the vocab-parallel logprobs."""
+    layout: str = "auto"
+    """Micro-batch layout (``packing``): ``'shared_prefix'`` one row per prompt with its K
+    responses (the prompt runs once per group), ``'rollout'`` one row per rollout, ``'auto'`` the
+    cheaper one per micro-batch by ``packing.layout_cost``. ``'shared_prefix'`` needs the local
+    layer spec; ``'auto'`` means ``'rollout'`` with TE (its attention here takes causal masks)."""
     summed_metric_prefixes: tuple[str, ...] = ("loss/", "kl/k1", "kl/k2", "kl/k3")
     """``loss_fn`` metrics with these name prefixes are micro-batch contributions to a globally
     normalised total (``algorithm.losses`` convention) and are summed over micro-batches and DP
@@ -96,6 +111,8 @@ class MegatronPolicyConfig:
             raise ValueError("logprob_micro_batch_size must be >= 1")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {list(LAYOUTS)}, got {self.layout!r}")
 
 
 def plan_group_micro_batches(group_ids: Tensor, micro_batch_size: int) -> list[Tensor]:
@@ -142,13 +159,37 @@ def plan_group_micro_batches(group_ids: Tensor, micro_batch_size: int) -> list[T
 class _Micro:
     """One micro-batch as the forward step sees it."""
 
-    input_ids: Tensor  # [B, S]
-    position_ids: Tensor  # [B, S]
-    prompt_lengths: Tensor  # [B]
-    response_lengths: Tensor  # [B]
+    layout: Layout  # model inputs [B, S] and where the response tokens are read off
     width: int  # T
     micro: MicroBatch | None  # None for forward-only scoring
     loss_fn: LossFn | None
+
+
+@contextmanager
+def _rope_at(model: Any, layout: Layout) -> Iterator[None]:
+    """Rotary embeddings at ``layout.position_ids`` instead of ``0 .. S-1``.
+
+    Megatron's ``GPTModel`` asks its ``rotary_pos_emb`` for the angles of positions ``0 .. S-1``
+    ([S, 1, 1, D], one set for every row); the shared-prefix layout restarts each response at
+    the prompt length, so for the call the module returns ``emb[position_ids^T]`` ([S, B, 1, D],
+    broadcast over heads by ``apply_rotary_pos_emb``). The rollout layout keeps megatron's path.
+    """
+    rope = getattr(model, "rotary_pos_emb", None)
+    if not layout.shared or rope is None:
+        yield
+        return
+    original = rope.forward
+    positions = layout.position_ids
+
+    def forward(max_seq_len: int, *args: Any, **kwargs: Any) -> Tensor:
+        emb = original(int(positions.max()) + 1, *args, **kwargs)  # [P, 1, 1, D]
+        return emb[:, 0][positions.t().to(emb.device)]  # [S, B, 1, D]
+
+    rope.forward = forward
+    try:
+        yield
+    finally:
+        del rope.forward  # back to the class's method
 
 
 @contextmanager
@@ -203,6 +244,23 @@ class MegatronPolicy:
         self.arch = arch
         self.cfg = cfg or MegatronPolicyConfig()
         self.spec = resolve_spec(self.cfg.spec)
+        self._layout_mode = self.cfg.layout
+        if self.spec != "local":
+            if self._layout_mode == "shared_prefix":
+                raise ValueError(
+                    "layout='shared_prefix' needs the local layer spec (arbitrary attention "
+                    f"masks); the {self.spec!r} spec takes causal masks only: use layout='auto' "
+                    "or 'rollout', or spec='local'"
+                )
+            self._layout_mode = "rollout"
+        # packing.layout_cost: linear FLOPs per token per layer (2 x params) and d_attn
+        d_attn = arch.num_attention_heads * arch.head_dim
+        d_kv = arch.num_query_groups * arch.head_dim
+        h = arch.hidden_size
+        self._flops_per_token = 2.0 * (
+            h * (d_attn + 2 * d_kv) + d_attn * h + 3 * h * arch.ffn_hidden_size
+        )
+        self._attention_width = d_attn
         self.model = build_gpt_model(
             arch,
             pre_process=ps.is_pipeline_first_stage(),
@@ -259,8 +317,9 @@ class MegatronPolicy:
 
     def _forward_step(self, data_iterator: Iterator[_Micro], model: Any) -> tuple[Tensor, Any]:
         mb = next(data_iterator)
-        with _hidden_states_only(self.model):
-            out = model(mb.input_ids, mb.position_ids, None)
+        lay = mb.layout
+        with _hidden_states_only(self.model), _rope_at(self.model, lay):
+            out = model(lay.input_ids, lay.position_ids, lay.attention_mask)
         return out, partial(self._loss_func, mb)
 
     def _loss_func(self, mb: _Micro, hidden: Tensor) -> tuple[Tensor, dict[str, Any]]:
@@ -270,12 +329,10 @@ class MegatronPolicy:
             from megatron.core.tensor_parallel.mappings import gather_from_sequence_parallel_region
 
             hidden = gather_from_sequence_parallel_region(hidden, tensor_parallel_output_grad=True)
-        logp = gather_response_logprobs(
+        logp = layout_logprobs(
             hidden,
             self._output_weight(),
-            mb.input_ids,
-            mb.prompt_lengths,
-            mb.response_lengths,
+            mb.layout,
             width=mb.width,
             temperature=self.cfg.temperature,
             chunk_size=self.cfg.logprob_chunk_size,
@@ -292,17 +349,17 @@ class MegatronPolicy:
     def _micro(
         self, batch: PolicyBatch, rows: Tensor, micro: MicroBatch | None, loss_fn: LossFn | None
     ) -> _Micro:
-        p, r = batch.prompt_lengths[rows], batch.response_lengths[rows]
-        seq = int((p + r).max())
-        ids = batch.input_ids[rows, :seq]
-        if self.model.config.sequence_parallel and seq % self._tp_size:
-            # Sequence parallelism splits the sequence over the TP ranks: right-pad to a multiple
-            # (causal attention: trailing padding changes no earlier position).
-            seq += self._tp_size - seq % self._tp_size
-            ids = torch.nn.functional.pad(ids, (0, seq - ids.shape[1]))
-        ids = ids.to(self._device)
-        pos = torch.arange(seq, device=self._device)[None, :].expand(len(rows), seq)
-        return _Micro(ids, pos, p, r, batch.width, micro, loss_fn)
+        # Sequence parallelism splits the sequence over the TP ranks: pad it to a multiple.
+        layout = choose_layout(
+            self._layout_mode,
+            batch.input_ids[rows],
+            batch.prompt_lengths[rows],
+            batch.response_lengths[rows],
+            flops_per_token=self._flops_per_token,
+            attention_width=self._attention_width,
+            pad_multiple=self._tp_size if self.model.config.sequence_parallel else 1,
+        )
+        return _Micro(layout.to(self._device), batch.width, micro, loss_fn)
 
     def _run(self, micros: list[_Micro], forward_only: bool) -> list[dict[str, Any]]:
         from megatron.core.pipeline_parallel import get_forward_backward_func
@@ -313,8 +370,8 @@ class MegatronPolicy:
             data_iterator=iter(micros),
             model=[self.ddp],
             num_microbatches=len(micros),
-            seq_length=first.input_ids.shape[1],
-            micro_batch_size=first.input_ids.shape[0],
+            seq_length=first.layout.shape[1],
+            micro_batch_size=first.layout.shape[0],
             forward_only=forward_only,
         )
 
@@ -365,7 +422,9 @@ class MegatronPolicy:
         Returns (identical on every rank):
             ``policy/loss``: the mini-batch loss (sum of micro-batch losses over micro-batches and
             DP ranks); ``policy/grad_norm`` (pre-clip global norm); ``policy/num_micro_batches``;
-            ``policy/tokens`` (global); every metric of ``loss_fn``, summed over micro-batches and
+            ``policy/tokens`` (global); ``policy/shared_prefix`` (share of this rank's
+            micro-batches in the shared-prefix layout) and ``policy/forward_tokens`` (the B x S
+            tokens its model ran, padding included); every metric of ``loss_fn``, summed over micro-batches and
             DP ranks when its name starts with one of ``cfg.summed_metric_prefixes`` (terms that
             are globally normalised, so that they add up to the mini-batch value, like
             ``loss/rence`` or ``kl/k3``), else averaged (``kl/coef``, ``rence/pos_prob``).
@@ -420,6 +479,8 @@ class MegatronPolicy:
                 "policy/grad_norm": float(grad_norm),
                 "policy/num_micro_batches": float(len(plans)),
                 "policy/tokens": float(num_tokens),
+                "policy/shared_prefix": sum(m.layout.shared for m in micros) / len(micros),
+                "policy/forward_tokens": float(sum(math.prod(m.layout.shape) for m in micros)),
             }
         )
         return metrics

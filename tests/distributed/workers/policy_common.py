@@ -37,9 +37,11 @@ GROUPS = 4
 ATOL = 1e-5
 
 
-def config(micro_batch_size: int = 3) -> MegatronPolicyConfig:
+def config(micro_batch_size: int = 3, layout: str = "rollout") -> MegatronPolicyConfig:
+    """The reference runs one row per rollout; ``layout='shared_prefix'`` is checked against it."""
     return MegatronPolicyConfig(
         micro_batch_size=micro_batch_size,
+        layout=layout,
         logprob_micro_batch_size=5,
         temperature=0.8,
         logprob_chunk_size=5,
@@ -112,6 +114,21 @@ def assert_close_dicts(
         torch.testing.assert_close(
             got[k], v, atol=atol, rtol=1e-4, msg=lambda m, k=k: f"{what} {k}: {m}"
         )
+
+
+def decoder_batch_sizes(policy, fn):
+    """(``fn()``, the rows (B of [S, B, H]) the first decoder layer saw in each forward call)."""
+    sizes: list[int] = []
+
+    def record(_module, args, kwargs) -> None:
+        sizes.append(int((args[0] if args else kwargs["hidden_states"]).shape[1]))
+
+    hook = policy.model.decoder.layers[0].register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        out = fn()
+    finally:
+        hook.remove()
+    return out, sizes
 
 
 def check(name: str) -> None:

@@ -6,6 +6,9 @@ same HF weights, then checks: export_weights == initial weights; logprobs == ref
 one train step gives the reference loss, grad norm, (gathered, HF-named) gradients and updated
 weights. At TP=2 it also checks the vocab-parallel logprob kernel against a naive log-softmax.
 
+``tp2sp_shared`` and ``pp2_shared`` run the shared-prefix layout (one row per prompt) against the
+rollout-layout reference.
+
 Sequence parallelism (``tp2sp``, and ``tp2sp_recompute`` with full activation recomputation)
 runs the same checks at TP=2 with ``sequence_parallel=True``: the transformer layers see half of
 the (padded) sequence on each rank, the norm weights' partial gradients are all-reduced, and the
@@ -126,7 +129,7 @@ def run_layout(tp: int, pp: int, ref: dict, label: str, **policy_kw: Any) -> Non
         batch, lp_ref = full, ref["lp0"]
     lp = policy.logprobs(batch)
     torch.testing.assert_close(lp, lp_ref, atol=pc.ATOL, rtol=1e-5)
-    if policy_kw.get("sequence_parallel"):
+    if policy_kw.get("sequence_parallel") and policy_kw.get("layout", "rollout") == "rollout":
         check_sequence_is_split(policy, batch)
     pc.check(f"logprobs_{label}_equal_tp1")
 
@@ -157,6 +160,10 @@ def main(ref_dir: Path) -> None:
     check_qk_norm_model_with_and_without_sp()
     run_layout(1, 2, ref, "pp2")
     run_layout(1, 1, ref, "dp2")
+    # the shared-prefix layout (one row per prompt) against the rollout-layout reference; under
+    # sequence parallelism the packed rows are padded to a multiple of TP as well
+    run_layout(2, 1, ref, "tp2sp_shared", sequence_parallel=True, layout="shared_prefix")
+    run_layout(1, 2, ref, "pp2_shared", layout="shared_prefix")
     teardown()
 
 

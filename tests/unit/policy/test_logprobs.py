@@ -8,9 +8,9 @@ import torch
 from nemo_rence.policy.megatron.logprobs import (
     auto_chunk_size,
     gather_response_logprobs,
-    response_positions,
     vocab_parallel_token_logprobs,
 )
+from nemo_rence.policy.megatron.packing import response_positions
 
 
 def _naive(hidden, weight, labels, tau=1.0, vocab_size=None):

@@ -63,6 +63,10 @@ def test_swapping_one_group_swaps_the_method():
         (["model=hf"], r"model\.hf_dir is required when model\.source='hf'"),
         (["run.iterations=0"], r"run\.iterations must be > 0"),
         (
+            ["policy.layout=packed"],
+            r"policy\.layout must be one of \['auto', 'shared_prefix', 'rollout'\]",
+        ),
+        (
             ["optim.mini_batch_size=64"],
             r"optim\.mini_batch_size \(64\) must be <= filter\.batch_size",
         ),
