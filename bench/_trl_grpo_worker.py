@@ -11,7 +11,8 @@ sizes. One optimizer step sees ``prompts x k`` completions: ``num_generations = 
 ``per_device_train_batch_size = micro_batch``, ``gradient_accumulation_steps = prompts * k /
 micro_batch`` (so ``steps_per_generation`` defaults to it and one generation batch feeds exactly
 one optimizer step; ``num_iterations = 1``, so no separate old-logprob forward). fp32, CPU, no
-vLLM, beta = 0 (TRL's default: no reference model), constant lr and AdamW settings as ours.
+vLLM, beta = 0 (TRL's default: no reference model), constant lr and AdamW settings as ours, the
+same sampling temperature.
 Gradient checkpointing is TRL's default (on in TRL 1.x) unless the spec says otherwise.
 
 The reward is the project's own ``nemo_rence.rewards.math.score`` (1 / 0.1 / 0), imported from the
@@ -83,7 +84,7 @@ def main(spec_path: str, result_path: str) -> None:
         per_device_train_batch_size=spec["micro_batch"],
         gradient_accumulation_steps=n // spec["micro_batch"],
         max_completion_length=spec["new_tokens"],
-        temperature=1.0,
+        temperature=spec["temperature"],
         top_p=1.0,
         top_k=0,
         beta=0.0,

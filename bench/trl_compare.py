@@ -11,16 +11,23 @@ in its own child process (so the peak RSS is its own):
   no mastery"), so one iteration generates exactly P x K rollouts like TRL; the loss is ReNCE.
   Stage split from the trainer's ``time/*`` metrics, rollout split into generate / grade.
 - TRL: ``bench/_trl_grpo_worker.py`` under ``--trl-python`` (an interpreter with trl installed;
-  TRL is not a project dependency). One optimizer step = P x K completions. Skipped, with the
-  reason in the JSON, when that interpreter or trl is missing.
+  TRL is not a project dependency), once per ``--trl-config MICRO:GC``: MICRO completions per
+  forward (``per_device_train_batch_size``, gradient accumulation making one optimizer step
+  see P x K completions) and gradient checkpointing on/off/default. The defaults are the two
+  ends: ``group:on`` (TRL's leanest: one group of K per forward, checkpointing) and ``all:off``
+  (all P x K completions in one forward, no checkpointing: at 8 x 8 the configuration behind
+  the issue's ~15.5 GiB and ~120 CPU-seconds per step), reported as ``8:on`` and ``64:off``. Skipped, with the reason in the JSON, when that
+  interpreter or trl is missing.
 
-Each side runs ``--warmup`` iterations (reported, not in the median) and ``--steps`` measured
-ones. Peak RSS = ``ru_maxrss`` of the side's process + peak RSS of its live descendants (our
-grader workers). Targets: ``speedup = trl_step_s / ours_iteration_s >= 1.5`` and
-``rss_ratio = ours_rss / trl_rss <= 0.5``.
+Both sides sample at ``--temperature`` (default 1.0, TRL's default). Each side runs
+``--warmup`` iterations (reported, not in the median) and ``--steps`` measured ones. Peak RSS =
+the high-water mark (``VmHWM``) of the side's process + that of its live descendants (our
+grader workers). Targets, against every TRL configuration: ``speedup = trl_step_s /
+ours_iteration_s >= 1.5`` and ``rss_ratio = ours_rss / trl_rss <= 0.5``.
 
     nice -n 5 python bench/trl_compare.py                       # 8 prompts x 8 x 32 tokens
     python bench/trl_compare.py --sides ours --steps 1          # our side only
+    python bench/trl_compare.py --trl-config 8:on               # one TRL configuration
     NEMO_RENCE_TRL_PYTHON=/path/to/venv/bin/python python bench/trl_compare.py
 
 Prints one JSON object on stdout (progress on stderr).
@@ -49,6 +56,8 @@ DEFAULT_TRL_PYTHON = "/work/trl-venv/bin/python"
 TARGET_SPEEDUP = 1.5
 TARGET_RSS_RATIO = 0.5
 SIDES = ("ours", "trl")
+DEFAULT_TRL = ("group:on", "all:off")
+_GC = {"on": True, "off": False, "default": None}
 GIB = 2**30
 
 
@@ -75,17 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--mini-batch", type=int, default=2, help="ours: prompts (groups) per optimizer step"
     )
     ap.add_argument(
-        "--trl-micro-batch",
-        type=int,
-        default=8,
-        help="TRL per_device_train_batch_size (completions per forward); gradient accumulation "
-        "makes one optimizer step see P x K. Default 8 = our micro-batch (one group of K).",
+        "--temperature", type=float, default=1.0, help="sampling temperature of both sides"
     )
     ap.add_argument(
-        "--trl-gradient-checkpointing",
-        choices=("default", "on", "off"),
-        default="default",
-        help="TRL gradient checkpointing: its default (on in TRL 1.x), on or off (ours: off)",
+        "--trl-config",
+        action="append",
+        default=None,
+        metavar="MICRO:GC",
+        help="a TRL configuration, repeatable: MICRO = per_device_train_batch_size (completions "
+        "per forward: a number, 'group' = K or 'all' = P x K; gradient accumulation makes one "
+        "optimizer step see P x K), GC = gradient "
+        f"checkpointing on|off|default (on in TRL 1.x). Default: {' and '.join(DEFAULT_TRL)}",
     )
     ap.add_argument(
         "--trl-python",
@@ -121,13 +130,40 @@ def validate_args(args: argparse.Namespace) -> list[str]:
         errors.append(f"--sides must be a comma list of {list(SIDES)}, got {args.sides!r}")
     if args.mini_batch > args.prompts:
         errors.append(f"--mini-batch ({args.mini_batch}) must be <= --prompts ({args.prompts})")
+    if args.temperature <= 0:
+        errors.append(f"--temperature must be > 0, got {args.temperature}")
     rollouts = args.prompts * args.k
-    if args.trl_micro_batch < 1 or rollouts % args.trl_micro_batch:
-        errors.append(
-            f"--trl-micro-batch ({args.trl_micro_batch}) must divide prompts x k ({rollouts}) "
-            "so that one TRL optimizer step sees exactly P x K completions"
-        )
+    for text in args.trl_config or DEFAULT_TRL:
+        try:
+            micro, _ = parse_trl_config(text, args.k, rollouts)
+        except ValueError as err:
+            errors.append(f"--trl-config {err}")
+            continue
+        if rollouts % micro:
+            errors.append(
+                f"--trl-config {text}: MICRO ({micro}) must divide prompts x k ({rollouts}) so "
+                "that one TRL optimizer step sees exactly P x K completions"
+            )
     return errors
+
+
+def parse_trl_config(text: str, k: int, rollouts: int) -> tuple[int, bool | None]:
+    """``'MICRO:GC'`` -> (micro-batch, gradient checkpointing: True / False / None = TRL's).
+
+    MICRO is a number, ``group`` (= k, one prompt's completions) or ``all`` (= P x K)."""
+    micro, sep, gc = text.partition(":")
+    micro = {"group": str(k), "all": str(rollouts)}.get(micro, micro)
+    if not sep or not micro.isdigit() or int(micro) < 1 or gc not in _GC:
+        raise ValueError(
+            f"{text!r}: expected MICRO:GC with MICRO >= 1, 'group' or 'all' and GC one of "
+            f"{sorted(_GC)}, e.g. 8:on"
+        )
+    return int(micro), _GC[gc]
+
+
+def trl_label(micro: int, gc: bool | None) -> str:
+    """The report's name of a TRL configuration, e.g. ``'8:on'``."""
+    return f"{micro}:{ {True: 'on', False: 'off', None: 'default'}[gc] }"
 
 
 def parse_sides(text: str) -> list[str]:
@@ -152,6 +188,7 @@ def ours_overrides(args: argparse.Namespace) -> list[str]:
         f"run.iterations={args.warmup + args.steps}",
         f"run.seed={args.seed}",
         f"optim.lr={args.lr}",
+        f"rollout.temperature={args.temperature}",
         *args.override,
     ]
 
@@ -267,7 +304,13 @@ def descendants_hwm_bytes() -> int:
 
 
 def maxrss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's peak RSS: ``VmHWM`` (per address space, so not the parent's peak that
+    ``ru_maxrss`` carries across ``exec``); ``ru_maxrss`` where /proc is missing."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 class _Timed:
@@ -423,29 +466,43 @@ def _rounded(value: Any) -> Any:
     return value
 
 
-def assemble(
-    config: dict[str, Any], ours: dict[str, Any] | None, trl: dict[str, Any] | None
-) -> dict[str, Any]:
-    """The report: per side results, then speedup and RSS ratio against the targets.
+def _ok(side: dict[str, Any] | None) -> bool:
+    return side is not None and "iteration_s" in side
 
-    A side that was skipped or failed carries ``skipped`` / ``error``; ratios that need it are
-    ``None`` and so are their pass flags (never a silent pass).
+
+def compare_sides(ours: dict[str, Any] | None, trl: dict[str, Any] | None) -> dict[str, Any]:
+    """Speedup and RSS ratio of ours against one TRL configuration, with pass flags.
+
+    A side that was skipped or failed gives ``None`` ratios and ``None`` pass flags (never a
+    silent pass).
     """
-    sides = {"ours": ours, "trl": trl}
-    ok = {k: v is not None and "iteration_s" in v for k, v in sides.items()}
-    versions = {k: v.get("versions") for k, v in sides.items() if v and "versions" in v}
-    speedup = speedup_cpu = rss_ratio = None
-    if ok["ours"] and ok["trl"]:
+    speedup = speedup_cpu = rss_ratio = equal = None
+    if _ok(ours) and _ok(trl):
         assert ours is not None and trl is not None
         speedup = trl["iteration_s"] / ours["iteration_s"]
         if ours.get("iteration_cpu_s") and trl.get("iteration_cpu_s"):
             speedup_cpu = trl["iteration_cpu_s"] / ours["iteration_cpu_s"]
         rss_ratio = ours["peak_rss_gib"] / trl["peak_rss_gib"]
-    equal = None
-    if ok["ours"] and ok["trl"]:
-        assert ours is not None and trl is not None
-        trl_n = trl["rollouts_per_step"]
-        equal = all(n == trl_n for n in ours["rollouts_per_step"])
+        equal = all(n == trl["rollouts_per_step"] for n in ours["rollouts_per_step"])
+    return {
+        "speedup": speedup,
+        "speedup_target": TARGET_SPEEDUP,
+        "speedup_pass": None if speedup is None else speedup >= TARGET_SPEEDUP,
+        "speedup_cpu_time": speedup_cpu,
+        "rss_ratio": rss_ratio,
+        "rss_ratio_target": TARGET_RSS_RATIO,
+        "rss_ratio_pass": None if rss_ratio is None else rss_ratio <= TARGET_RSS_RATIO,
+        "equal_rollouts_per_step": equal,
+    }
+
+
+def assemble(
+    config: dict[str, Any], ours: dict[str, Any] | None, trl: dict[str, dict[str, Any] | None]
+) -> dict[str, Any]:
+    """The report: our side, each TRL configuration (by its ``MICRO:GC`` label), and per TRL
+    configuration the speedup and RSS ratio against the targets (:func:`compare_sides`)."""
+    versions = {"ours": ours.get("versions")} if ours and "versions" in ours else {}
+    versions.update({f"trl {k}": v["versions"] for k, v in trl.items() if v and "versions" in v})
     return _rounded(
         {
             "bench": "trl_compare",
@@ -453,16 +510,7 @@ def assemble(
             "config": config,
             "ours": ours,
             "trl": trl,
-            "equal_rollouts_per_step": equal,
-            "ratios": {
-                "speedup": speedup,
-                "speedup_target": TARGET_SPEEDUP,
-                "speedup_pass": None if speedup is None else speedup >= TARGET_SPEEDUP,
-                "speedup_cpu_time": speedup_cpu,
-                "rss_ratio": rss_ratio,
-                "rss_ratio_target": TARGET_RSS_RATIO,
-                "rss_ratio_pass": None if rss_ratio is None else rss_ratio <= TARGET_RSS_RATIO,
-            },
+            "ratios": {label: compare_sides(ours, side) for label, side in trl.items()},
         }
     )
 
@@ -478,6 +526,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"trl_compare: {e}", file=sys.stderr)
         return 2
     sides = parse_sides(args.sides)
+    trl_configs = {
+        trl_label(*cfg): cfg
+        for cfg in (
+            parse_trl_config(t, args.k, args.prompts * args.k)
+            for t in args.trl_config or DEFAULT_TRL
+        )
+    }
     overrides = ours_overrides(args)
     iterations = args.warmup + args.steps
     plan = plan_prompts(overrides, iterations)
@@ -493,15 +548,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "measured_steps": args.steps,
         "torch_threads": args.threads,
         "lr": args.lr,
-        "trl_micro_batch": args.trl_micro_batch,
-        "trl_gradient_checkpointing": args.trl_gradient_checkpointing,
+        "temperature": args.temperature,
+        "trl_configs": list(trl_configs),
         "trl_python": args.trl_python,
         "nice": os.nice(0),
         "cpu_count": os.cpu_count(),
         "loadavg_1min_at_start": os.getloadavg()[0],
     }
     not_run = {"skipped": "not requested (--sides)"}
-    ours, trl = dict(not_run), dict(not_run)
+    ours: dict[str, Any] | None = dict(not_run)
+    trl: dict[str, dict[str, Any] | None] = {label: dict(not_run) for label in trl_configs}
     with tempfile.TemporaryDirectory(prefix="trl_compare-") as tmp_dir:
         tmp = Path(tmp_dir)
         spec = {
@@ -515,10 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "steps": args.steps,
             "threads": args.threads,
             "seed": args.seed,
-            "micro_batch": args.trl_micro_batch,
-            "gradient_checkpointing": {"default": None, "on": True, "off": False}[
-                args.trl_gradient_checkpointing
-            ],
+            "temperature": args.temperature,
             "lr": args.lr,
             "weight_decay": 0.01,  # ours: optim.weight_decay, optim.grad_clip defaults
             "grad_clip": 1.0,
@@ -539,16 +592,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             available, detail = check_trl(args.trl_python)
             if not available:
                 print(f"trl_compare: {detail}", file=sys.stderr, flush=True)
-                trl = {"skipped": detail}
-            else:
-                (tmp / "trl").mkdir()
-                (tmp / "trl.json").write_text(json.dumps({**spec, "work_dir": str(tmp / "trl")}))
-                print(f"trl_compare: running TRL {detail} ...", file=sys.stderr, flush=True)
-                trl = run_child(
-                    [args.trl_python, str(TRL_WORKER), str(tmp / "trl.json"), str(tmp / "t.json")],
-                    tmp / "t.json",
+                trl = {label: {"skipped": detail} for label in trl_configs}
+            for i, (label, (micro, gc)) in enumerate(trl_configs.items() if available else []):
+                work = tmp / f"trl{i}"
+                work.mkdir()
+                trl_spec = {**spec, "work_dir": str(work), "micro_batch": micro}
+                trl_spec["gradient_checkpointing"] = gc
+                (tmp / f"trl{i}.json").write_text(json.dumps(trl_spec))
+                print(f"trl_compare: running TRL {detail} {label} ...", file=sys.stderr, flush=True)
+                trl[label] = run_child(
+                    [args.trl_python, str(TRL_WORKER), str(tmp / f"trl{i}.json"), str(work / "r")],
+                    work / "r",
                     env,
-                    Path(tempfile.gettempdir()) / "trl_compare_trl.log",
+                    Path(tempfile.gettempdir()) / f"trl_compare_trl{i}.log",
                     args.timeout,
                 )
     config["loadavg_1min_at_end"] = os.getloadavg()[0]

@@ -88,7 +88,12 @@ def build_engine(cfg: TrainConfig, hf_dir: Path, tokenizer: Any, eos_ids: tuple[
         from nemo_rence.rollout.hf_engine import HFEngine
 
         model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
-        return HFEngine(model, eos_token_ids=eos_ids, pad_token_id=tokenizer.pad_token_id or 0)
+        return HFEngine(
+            model,
+            eos_token_ids=eos_ids,
+            pad_token_id=tokenizer.pad_token_id or 0,
+            share_weights=True,  # in process with the policy: refits hand over its tensors
+        )
     if engine == "vllm":
         from nemo_rence.rollout.vllm_engine import VLLMConfig, VLLMEngine
 
@@ -191,6 +196,10 @@ def build_components(cfg: TrainConfig, work_dir: Path) -> Built:
 
     eos_ids = resolve_eos_ids(hf_dir, tokenizer)
     engine = build_engine(cfg, hf_dir, tokenizer, eos_ids) if info.rank == 0 else None
+    if engine is not None and cfg.rollout.engine == "hf" and info.tp == info.pp == 1:
+        # The hf engine shares the policy's parameters from the start (all but the fused q/k/v):
+        # the weights exist once, and the copy it loaded is freed.
+        engine.update_weights(policy.export_weights(), version=engine.version)
     reward = MathReward(RewardConfig(grader=GraderConfig(num_workers=1)))
 
     def decode(tokens: Any) -> str:

@@ -130,6 +130,10 @@ def global_grad_norm(
 class CpuAdamW:
     """``torch.optim.AdamW`` over megatron ``main_grad`` buffers with global-norm clipping.
 
+    Clipping scales ``main_grad`` in place (Megatron's ``clip_grad_by_total_norm_fp32`` does the
+    same), and ``param.grad`` aliases it when the dtypes agree (fp32 on CPU): a step holds no
+    gradient-sized temporary (135M parameters: 0.5 GiB less at the peak).
+
     Args:
         params: the model's parameters (this rank's shards).
         settings: hyper-parameters.
@@ -166,9 +170,9 @@ class CpuAdamW:
             scale = self.settings.clip_grad / (norm + 1e-6)
         for p in self.params:
             g = _main_grad(p)
-            p.grad = (
-                None if g is None else (g.to(p.dtype) * scale if scale != 1.0 else g.to(p.dtype))
-            )
+            if g is not None and scale != 1.0:
+                g.mul_(scale)  # in place, as Megatron clips: no second gradient-sized copy
+            p.grad = None if g is None else g.to(p.dtype)  # an alias when the dtypes agree
         self.optimizer.step()
         for p in self.params:
             p.grad = None

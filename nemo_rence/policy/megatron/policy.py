@@ -510,7 +510,8 @@ class MegatronPolicy:
 
     def export_grads(self) -> Iterator[tuple[str, Tensor]]:
         """Like :meth:`export_weights` for the accumulated (DP-reduced) gradients of the last
-        :meth:`train_step` (fp32); for checks and debugging. With the distributed optimizer (GPU)
+        :meth:`train_step` (fp32), as the optimizer applied them (clipped in place to
+        ``clip_grad`` by global norm); for checks and debugging. With the distributed optimizer (GPU)
         each DP rank holds only its reduce-scattered shard of the gradient buffer, so the result
         is the full gradient only at DP = 1 there."""
         from nemo_rence.checkpoint.mapping import megatron_to_hf

@@ -1,8 +1,10 @@
 """Worker: refit a transformers engine from a Megatron policy perturbed by an optimizer step.
 
 Run by tests/distributed/test_refit_megatron.py with ``torchrun --nproc_per_node N`` (TP=N) or
-plainly (TP=1). Prints one JSON line from rank 0: the engine-vs-policy logprob gaps before and
-after the refit.
+plainly (TP=1); ``share`` as the second argument makes the engine take the policy's tensors by
+reference (``HFEngine(share_weights=True)``, bound by a first refit before any rollout). Prints
+one JSON line from rank 0: the engine-vs-policy logprob gaps before and after the refit, and the
+bytes of engine parameters that live in the policy's own parameter storage.
 """
 
 from __future__ import annotations
@@ -15,7 +17,17 @@ from pathlib import Path
 import torch
 
 
-def main(tp: int) -> None:
+def shared_bytes(engine_model: torch.nn.Module, policy_model: torch.nn.Module) -> int:
+    """Bytes of engine parameters stored inside some policy parameter's storage."""
+    storages = {p.untyped_storage().data_ptr() for p in policy_model.parameters()}
+    return sum(
+        p.numel() * p.element_size()
+        for p in engine_model.parameters()  # tied aliases counted once
+        if p.untyped_storage().data_ptr() in storages
+    )
+
+
+def main(tp: int, share: bool) -> None:
     from transformers import AutoModelForCausalLM
 
     from nemo_rence.batching import groups_to_policy_batch, rollouts_to_groups
@@ -41,7 +53,8 @@ def main(tp: int) -> None:
     policy.load_hf(hf_dir)
 
     engine_model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
-    engine = HFEngine(engine_model, eos_token_ids=[257])
+    engine = HFEngine(engine_model, eos_token_ids=[257], share_weights=share)
+    Refitter(RefitConfig(), engine).refit(policy.export_weights(), version=0)
     prompts = [[72, 105, 33, 10], [50, 43, 50, 61]]
     # the same rollouts on every rank: fixed seed, identical starting weights
     out = engine.generate(prompts, SamplingParams(n=4, max_new_tokens=10, seed=0))
@@ -82,6 +95,15 @@ def main(tp: int) -> None:
                     "after": after["refit/logprob_gap_max"],
                     "buckets": report.buckets,
                     "tensors": report.tensors,
+                    "tp": tp,
+                    "bytes": report.bytes,
+                    "shared_bytes": shared_bytes(engine_model, policy.model),
+                    "norm_bytes": 4 * (2 * arch.num_layers + 1) * arch.hidden_size,
+                    "qkv_bytes": 4
+                    * arch.num_layers
+                    * arch.hidden_size
+                    * (arch.num_attention_heads + 2 * arch.num_query_groups)
+                    * arch.head_dim,
                 }
             ),
             flush=True,
@@ -90,4 +112,4 @@ def main(tp: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    main(int(sys.argv[1]), sys.argv[2:] == ["share"])

@@ -45,6 +45,10 @@ def test_defaults_are_the_issue_workload_and_valid():
     assert (args.prompts, args.k, args.new_tokens, args.threads) == (8, 8, 32, 2)
     assert (args.warmup, args.steps) == (1, 2)
     assert tc.validate_args(args) == []
+    # TRL's leanest configuration and the one the issue measured, side by side
+    assert [tc.parse_trl_config(c, 8, 64) for c in tc.DEFAULT_TRL] == [(8, True), (64, False)]
+    assert tc.parse_trl_config("16:default", 8, 64) == (16, None)
+    assert [tc.trl_label(8, True), tc.trl_label(16, None)] == ["8:on", "16:default"]
 
 
 @pytest.mark.parametrize(
@@ -54,7 +58,10 @@ def test_defaults_are_the_issue_workload_and_valid():
         (["--steps", "0"], "--steps"),
         (["--warmup", "-1"], "--warmup"),
         (["--lr", "0"], "--lr"),
-        (["--trl-micro-batch", "7"], "--trl-micro-batch"),
+        (["--trl-config", "7:on"], "--trl-config"),
+        (["--trl-config", "8"], "--trl-config"),
+        (["--trl-config", "8:maybe"], "--trl-config"),
+        (["--temperature", "0"], "--temperature"),
         (["--mini-batch", "9"], "--mini-batch"),
         (["--sides", "ours,vllm"], "--sides"),
         (["--sides", ","], "--sides"),
@@ -90,34 +97,39 @@ def test_our_overrides_give_exactly_p_times_k_rollouts_per_iteration():
     assert cfg.rollout.max_new_tokens == 16
     assert cfg.policy.precision == "fp32" and cfg.loss["name"] == "rence"
     assert cfg.optim.lr == 1e-6  # the same --lr as the TRL side
+    assert cfg.rollout.temperature == 1.0  # the same --temperature as the TRL side
 
 
 def test_report_has_ratios_and_pass_flags_against_the_targets():
     ours = _side(40.0, 4.0, [64, 64], cpu=70.0)
     trl = _side(120.0, 12.0, 64, cpu=210.0)
-    report = tc.assemble({"k": 8}, ours, trl)
-    r = report["ratios"]
+    lean = _side(60.0, 4.5, 64)
+    report = tc.assemble({"k": 8}, ours, {"64:off": trl, "8:on": lean})
+    r = report["ratios"]["64:off"]
     assert r["speedup"] == 3.0 and r["speedup_pass"] is True
     assert r["speedup_cpu_time"] == 3.0
     assert r["rss_ratio"] == pytest.approx(1 / 3, rel=1e-3) and r["rss_ratio_pass"] is True
-    assert report["equal_rollouts_per_step"] is True
+    assert r["equal_rollouts_per_step"] is True
+    # each TRL configuration is judged on its own
+    r = report["ratios"]["8:on"]
+    assert r["speedup"] == 1.5 and r["speedup_pass"] is True and r["rss_ratio_pass"] is False
     assert report["config"] == {"k": 8}
-    assert tc.assemble({"lr": 1e-6}, None, None)["config"]["lr"] == 1e-6  # small values survive
+    assert tc.assemble({"lr": 1e-6}, None, {})["config"]["lr"] == 1e-6  # small values survive
     assert json.loads(json.dumps(report)) == report  # plain JSON
 
 
 def test_report_fails_a_missed_target():
-    report = tc.assemble({}, _side(100.0, 8.0, [72]), _side(120.0, 12.0, 64))
-    assert report["ratios"]["speedup_pass"] is False
-    assert report["ratios"]["rss_ratio_pass"] is False
-    assert report["equal_rollouts_per_step"] is False
+    report = tc.assemble({}, _side(100.0, 8.0, [72]), {"8:on": _side(120.0, 12.0, 64)})
+    assert report["ratios"]["8:on"]["speedup_pass"] is False
+    assert report["ratios"]["8:on"]["rss_ratio_pass"] is False
+    assert report["ratios"]["8:on"]["equal_rollouts_per_step"] is False
 
 
 def test_report_without_trl_has_no_ratio_and_no_pass_flag():
-    report = tc.assemble({}, _side(40.0, 4.0, [64]), {"skipped": "no trl"})
-    assert report["trl"] == {"skipped": "no trl"}
-    assert report["ratios"]["speedup"] is None and report["ratios"]["speedup_pass"] is None
-    assert report["ratios"]["rss_ratio_pass"] is None
+    report = tc.assemble({}, _side(40.0, 4.0, [64]), {"8:on": {"skipped": "no trl"}})
+    assert report["trl"] == {"8:on": {"skipped": "no trl"}}
+    r = report["ratios"]["8:on"]
+    assert r["speedup"] is None and r["speedup_pass"] is None and r["rss_ratio_pass"] is None
 
 
 def test_missing_trl_interpreter_is_skipped_with_how_to_fix(tmp_path):
@@ -141,9 +153,10 @@ def test_main_reports_a_skipped_trl_side_in_the_json(tmp_path, capsys, monkeypat
     out = capsys.readouterr()
     assert rc == 0
     report = json.loads(out.out)
-    assert report["trl"]["skipped"].startswith("TRL side skipped")
+    assert set(report["trl"]) == {"8:on", "64:off"}
+    assert all(v["skipped"].startswith("TRL side skipped") for v in report["trl"].values())
     assert report["ours"] == {"skipped": "not requested (--sides)"}
-    assert report["ratios"]["speedup_pass"] is None
+    assert all(r["speedup_pass"] is None for r in report["ratios"].values())
     assert "TRL side skipped" in out.err
 
 

@@ -40,6 +40,8 @@ def test_step_clips_the_gradient_to_the_global_norm(clip, scale):
         exp_avg, 0.1 * torch.tensor([[3.0, 0.0]]) * scale, rtol=1e-5, atol=1e-7
     )
     assert a.grad is None and b.grad is None
+    # clipped in place (no gradient-sized copy), as Megatron does
+    torch.testing.assert_close(a.main_grad, torch.tensor([[3.0, 0.0]]) * scale)
 
 
 def test_weight_decay_applies_to_matrices_only():

@@ -106,3 +106,33 @@ def test_nan_engine_logprobs_fail_verification():
         Refitter(RefitConfig(), engine).verify(
             [[float("nan"), -1.0]], torch.tensor([[-1.0, -1.0]]), torch.ones(1, 2)
         )
+
+
+def test_a_sharing_engine_runs_on_the_policy_tensors_themselves():
+    """share_weights: tensors that fit as they are become the engine's parameters (no copy), so
+    the policy's next in-place optimizer step is what the engine samples from; tensors that do
+    not fit (another dtype, non-contiguous) are copied as usual."""
+    policy, engine_model = tiny_llama(0), tiny_llama(1)
+    engine = HFEngine(engine_model, [EOS], share_weights=True)
+    Refitter(RefitConfig(), engine).refit(export(policy), version=1)
+    pairs = list(zip(policy.parameters(), engine_model.parameters(), strict=True))
+    assert all(p.data_ptr() == e.data_ptr() for p, e in pairs)
+    perturb(policy)  # in place: no refit needed to see it
+    out = engine.generate(PROMPTS, SamplingParams(n=4, max_new_tokens=8, seed=0, temperature=0.8))
+    lp, mask = sequence_logprobs(policy, out, PROMPTS, 0.8)
+    assert logprob_gap(out.logprobs, lp, mask)["refit/logprob_gap_max"] < 1e-4
+    # a second refit of the same tensors keeps them shared and moves nothing
+    assert engine.update_weights(export(policy), version=2) == 0
+    assert all(p.data_ptr() == e.data_ptr() for p, e in pairs)
+
+    other = HFEngine(tiny_llama(1), [EOS], share_weights=True)
+    Refitter(RefitConfig(dtype="bfloat16"), other).refit(export(policy), version=1)
+    assert all(e.dtype == torch.float32 for e in other.model.parameters())  # copied, cast back
+    assert not any(
+        p.data_ptr() == e.data_ptr()
+        for p, e in zip(policy.parameters(), other.model.parameters(), strict=True)
+    )
+    name, weight = next((n, p) for n, p in policy.named_parameters() if p.dim() == 2)
+    flipped = weight.detach().t().contiguous().t()  # same values, not contiguous
+    assert other.update_weights([(name, flipped)], version=2) == weight.numel() * 4
+    assert dict(other.model.named_parameters())[name].data_ptr() != flipped.data_ptr()
