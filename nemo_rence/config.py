@@ -180,13 +180,21 @@ class OptimConfig:
     grad_clip: float = 1.0
     """Global gradient-norm clip across TP/PP (paper: 1.0)."""
     lr_schedule: str = "constant"
-    """Only 'constant' (the paper's)."""
+    """'constant' (the paper's), 'linear' or 'cosine' decay to ``min_lr_ratio * lr`` over the
+    run's ``run.iterations * n_update`` optimizer steps (``policy.schedule``)."""
+    warmup_steps: int = 0
+    """Linear warm-up from ``lr / warmup_steps`` to ``lr`` over the first optimizer steps."""
+    min_lr_ratio: float = 0.0
+    """Floor of the linear / cosine decay, as a fraction of ``lr``."""
 
     def __post_init__(self) -> None:
         _positive("optim", "mini_batch_size", self.mini_batch_size)
         _positive("optim", "n_update", self.n_update)
         _positive("optim", "lr", self.lr)
-        _one_of("optim", "lr_schedule", self.lr_schedule, ["constant"])
+        _one_of("optim", "lr_schedule", self.lr_schedule, ["constant", "linear", "cosine"])
+        _positive("optim", "warmup_steps", self.warmup_steps, strict=False)
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
         self.betas = (float(self.betas[0]), float(self.betas[1]))
 
 

@@ -36,6 +36,7 @@ from nemo_rence.data.records import PromptRecord
 from nemo_rence.infra.distributed import broadcast_object
 from nemo_rence.infra.metrics import MetricsLogger, StageTimer
 from nemo_rence.policy.interface import Policy, PolicyBatch, algorithm_loss
+from nemo_rence.policy.schedule import LRSchedule
 from nemo_rence.refit import RefitConfig, Refitter
 from nemo_rence.rollout import GenerationEngine, SamplingParams
 
@@ -85,6 +86,14 @@ class Trainer:
         if kl.controller == "adaptive":
             kl_args.update(target=kl.target, horizon=kl.horizon)
         self.kl = build_controller(kl.controller, **kl_args)
+        o = cfg.optim
+        self.lr_schedule = LRSchedule(
+            lr=o.lr,
+            total_steps=cfg.run.iterations * o.n_update,
+            kind=o.lr_schedule,
+            warmup_steps=o.warmup_steps,
+            min_lr_ratio=o.min_lr_ratio,
+        )
         refit_cfg = RefitConfig(max_logprob_gap=cfg.run.max_refit_gap)
         self.refitter = Refitter(refit_cfg, parts.engine) if parts.engine is not None else None
         # Two streams: `rng` (mini-batch order, loss sampling) advances identically on every rank;
@@ -143,10 +152,14 @@ class Trainer:
                 progress=self.iteration / cfg.run.iterations,
                 generator=torch.Generator().manual_seed(self.rng.randrange(2**31)),
             )
+            first = self.iteration * cfg.optim.n_update  # global optimizer step of this batch
+            lrs = [self.lr_schedule.lr_at(first + j) for j in range(cfg.optim.n_update)]
             steps = [
-                policy.train_step(mini, loss_fn)
-                for mini in mini_batches(
-                    batch, cfg.optim.mini_batch_size, cfg.optim.n_update, self.rng
+                {**policy.train_step(mini, loss_fn, lr=lr), "optim/lr": lr}
+                for mini, lr in zip(
+                    mini_batches(batch, cfg.optim.mini_batch_size, cfg.optim.n_update, self.rng),
+                    lrs,
+                    strict=True,
                 )
             ]
             metrics.update(_mean(steps))

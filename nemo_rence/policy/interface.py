@@ -170,8 +170,9 @@ class Policy(Protocol):
         """Forward only: [N, T] float32 per-token log pi_theta of the response tokens (0 on padding)."""
         ...
 
-    def train_step(self, batch: PolicyBatch, loss_fn: LossFn) -> Metrics:
-        """One optimizer step on ``batch`` (gradient accumulation over micro-batches of whole groups)."""
+    def train_step(self, batch: PolicyBatch, loss_fn: LossFn, lr: float | None = None) -> Metrics:
+        """One optimizer step on ``batch`` (gradient accumulation over micro-batches of whole
+        groups), at learning rate ``lr`` (``None``: the optimizer's current one)."""
         ...
 
     def export_weights(self) -> Iterator[tuple[str, Tensor]]:

@@ -19,6 +19,10 @@ TINY = [
     "filter.batch_size=2",
     "optim.mini_batch_size=1",
     "optim.n_update=2",
+    # a decaying schedule, so that the resume tests also check it continues where it stopped
+    "optim.lr_schedule=linear",
+    "optim.warmup_steps=1",
+    "optim.min_lr_ratio=0.5",
     "rollout.group_size=4",
     "rollout.max_new_tokens=12",
     "data.max_prompt_tokens=512",
@@ -93,6 +97,11 @@ def test_train_writes_config_metrics_tensorboard_and_checkpoints(reference):
     ):
         assert key in rows[1], key
     assert rows[3]["refit/logprob_gap"] < 1e-4  # the engine samples from the policy's weights
+    # linear decay to 0.5 lr after 1 warm-up step over 3 x 2 steps: per step 1, 1, 7/8, 3/4,
+    # 5/8, 1/2 of lr; logged as the mean of each iteration's two steps
+    lr = cfg["optim"]["lr"]
+    for it, fraction in ((1, 1.0), (2, 13 / 16), (3, 9 / 16)):
+        assert rows[it]["optim/lr"] == pytest.approx(fraction * lr, rel=1e-12), it
     assert list((reference / "tb").glob("events.out.tfevents.*"))
     plots = {p.name for p in (reference / "plots").glob("*.png")}
     assert {"reward.png", "kl.png", "loss.png", "refit_gap.png", "rho_histogram.png"} <= plots

@@ -77,6 +77,10 @@ class PolicyOptimizer(Protocol):
 
     def zero_grad(self) -> None: ...
 
+    def set_lr(self, lr: float) -> None:
+        """Use learning rate ``lr`` from the next step on (schedules: ``policy.schedule``)."""
+        ...
+
     def checkpoint_state(self, model: nn.Module) -> Mapping[str, Any]:
         """The state to save (``checkpoint.dist.save_checkpoint``'s ``optimizer_state``)."""
         ...
@@ -182,6 +186,10 @@ class CpuAdamW:
         for p in self.params:
             p.grad = None
 
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
     def checkpoint_state(self, model: nn.Module) -> Mapping[str, Any]:
         # A plain per-rank torch state dict: reloads at the same parallel layout only.
         return self.optimizer.state_dict()
@@ -210,6 +218,11 @@ class _MegatronOptimizerAdapter:
 
     def zero_grad(self) -> None:
         self.optimizer.zero_grad()
+
+    def set_lr(self, lr: float) -> None:
+        # as megatron's OptimizerParamScheduler does: per-group multipliers kept
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_mult", 1.0)
 
     def _model_sharded(self, model: nn.Module) -> dict[str, Any]:
         # Same keys as checkpoint.dist's weights ("module." prefix), so that the optimizer state

@@ -415,9 +415,9 @@ class MegatronPolicy:
         assert result is not None
         return result.cpu()
 
-    def train_step(self, batch: PolicyBatch, loss_fn: LossFn) -> Metrics:
+    def train_step(self, batch: PolicyBatch, loss_fn: LossFn, lr: float | None = None) -> Metrics:
         """One optimizer step: accumulate gradients over micro-batches of whole groups, reduce them
-        over DP ranks, clip by the global norm, update.
+        over DP ranks, clip by the global norm, update (at learning rate ``lr`` when given).
 
         Returns (identical on every rank):
             ``policy/loss``: the mini-batch loss (sum of micro-batch losses over micro-batches and
@@ -459,6 +459,8 @@ class MegatronPolicy:
         out = self._run(
             micros, forward_only=False
         )  # finalize_model_grads: DP + tied-embedding sync
+        if lr is not None:
+            self.optimizer.set_lr(lr)
         grad_norm = self.optimizer.step()
 
         metrics: dict[str, float] | None = None

@@ -57,3 +57,12 @@ def test_non_finite_gradients_raise():
     a = _param([1.0], [math.inf])
     with pytest.raises(FloatingPointError, match="non-finite"):
         CpuAdamW([a], OptimizerSettings()).step()
+
+
+def test_set_lr_applies_from_the_next_step():
+    w = _param([1.0], [2.0])
+    opt = CpuAdamW([w], OptimizerSettings(lr=0.5, weight_decay=0.0, clip_grad=0.0))
+    opt.set_lr(0.1)
+    opt.step()
+    # Adam's first step moves by lr * m_hat / (sqrt(v_hat) + eps) = lr * sign(g)
+    assert w.item() == pytest.approx(0.9, abs=1e-6)

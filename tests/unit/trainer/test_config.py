@@ -63,6 +63,11 @@ def test_swapping_one_group_swaps_the_method():
         (["model=hf"], r"model\.hf_dir is required when model\.source='hf'"),
         (["run.iterations=0"], r"run\.iterations must be > 0"),
         (
+            ["optim.lr_schedule=step"],
+            r"optim\.lr_schedule must be one of \['constant', 'linear', 'cosine'\]",
+        ),
+        (["optim.min_lr_ratio=2"], r"optim\.min_lr_ratio must be in \[0, 1\]"),
+        (
             ["policy.layout=packed"],
             r"policy\.layout must be one of \['auto', 'shared_prefix', 'rollout'\]",
         ),
