@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from nemo_rence import __version__
@@ -69,8 +71,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Warnings megatron-core prints at every start where optional CUDA extensions (Apex, Transformer
+#: Engine) are absent, as always on a machine without an NVIDIA GPU, and one about a deprecated
+#: default of its own; there they say nothing about the run. Kept where a GPU is present (a
+#: missing Transformer Engine matters there); ``-W`` / ``PYTHONWARNINGS`` shows everything.
+KNOWN_NOISE = (
+    r"Apex is not installed",
+    r"Transformer Engine and Apex are not installed",
+    r"Transformer Engine is not installed",
+    r"full scope is deprecated",
+)
+
+
+def quiet_known_warnings() -> None:
+    """Silence :data:`KNOWN_NOISE` on a machine without an NVIDIA GPU, unless the user chose
+    warning filters themselves."""
+    if sys.warnoptions or os.path.exists("/dev/nvidiactl"):
+        return
+    for message in KNOWN_NOISE:
+        warnings.filterwarnings("ignore", message=message, category=UserWarning)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    quiet_known_warnings()
     parser = build_parser()
     # Two-phase parse: the sub-command's own arguments are registered only when it is chosen,
     # so that importing one stage never imports another's heavy dependencies.
