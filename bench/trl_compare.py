@@ -181,6 +181,7 @@ def ours_overrides(args: argparse.Namespace) -> list[str]:
         f"rollout.group_size={args.k}",
         f"rollout.max_new_tokens={args.new_tokens}",
         f"filter.batch_size={args.prompts}",
+        f"rollout.prompts_per_draw={args.prompts}",  # one draw = the P prompts TRL gets
         "filter.enabled=false",  # every group kept: exactly P x K rollouts per iteration
         f"optim.n_update={args.n_update}",
         f"optim.mini_batch_size={args.mini_batch}",

@@ -40,6 +40,7 @@ OVERRIDES = [
     "optim.mini_batch_size=1",
     "optim.n_update=2",
     "optim.lr=1e-2",  # 4 updates move the policy enough that the KL term shows in loss/total
+    "optim.lr_schedule=constant",  # the CPU scale's cosine decay would hide it in iteration 2
     "kl.init=0.2",  # lambda * k3 is ~1% of loss/total: a wrong KL coefficient or sign shows
     "kl.horizon=64",  # the adaptive controller moves lambda ~2.5% per iteration, not 6e-5
     "rollout.group_size=4",

@@ -73,26 +73,42 @@ def test_a_flipped_loss_sign_or_a_doubled_kl_coefficient_would_fail_the_comparis
     assert [d.split(":")[0] for d in compare(doubled, golden)] == ["iter1/train loss/total"]
 
 
-@pytest.mark.parametrize(
-    "override",
-    [
-        # the CPU scale takes pi_old from the engine (rollout.reuse_logprobs); a policy forward
-        # over the whole batch is the exact definition
-        "rollout.reuse_logprobs=false",
-        # the golden run packs each prompt once with its responses (policy.layout=auto picks
-        # shared_prefix here); one row per rollout is the plain definition
-        "policy.layout=rollout",
-    ],
-)
-def test_the_exact_slower_paths_give_the_golden_metrics(tmp_path, override):
-    rows = golden_rows(run_smoke(tmp_path, override))
+def test_the_rollout_layout_gives_the_golden_metrics(tmp_path):
+    """The golden run packs each prompt once with its responses (``policy.layout=auto`` picks
+    shared_prefix here); one row per rollout, the plain definition, gives the same run."""
+    rows = golden_rows(run_smoke(tmp_path, "policy.layout=rollout"))
     golden = json.loads(GOLDEN.read_text())
     for name, row in golden.items():
-        if override.startswith("rollout."):
-            row.pop("score/reused_engine", None)
-        elif "policy/shared_prefix" in row:  # what the layout reports differs by construction
+        if "policy/shared_prefix" in row:  # what the layout reports differs by construction
             assert row["policy/shared_prefix"] == 1.0 and rows[name]["policy/shared_prefix"] == 0.0
             assert rows[name]["policy/forward_tokens"] > 2 * row["policy/forward_tokens"]
             for key in ("policy/shared_prefix", "policy/forward_tokens"):
                 row.pop(key), rows[name].pop(key)
     assert not compare(rows, golden)
+
+
+def test_policy_scored_old_logprobs_give_the_golden_first_iteration(tmp_path):
+    """The CPU scale takes pi_old from the engine (``rollout.reuse_logprobs``); a policy forward
+    over the whole batch, the exact definition, gives the same first iteration: rollouts, filter,
+    rewards, losses, refit. Not compared: ``kl/*`` and the later iterations. The two pi_old differ
+    by ~1e-7 nats per token (``refit/logprob_gap``), and Adam's first step moves every weight by
+    ~lr * sign(gradient) however small the gradient: the smoke model's zeroed attention and MLP
+    outputs give many weights gradients at rounding-noise level, whose signs then differ, so the
+    small KL term (k3 ~ 0.01) of the second update and every later iteration drift apart."""
+    rows = golden_rows(run_smoke(tmp_path, "rollout.reuse_logprobs=false"))
+    golden = json.loads(GOLDEN.read_text())
+
+    def first(r: dict) -> dict:
+        keep = ("iter0/eval_before", "iter1/train")
+        return {
+            label: {
+                k: v
+                for k, v in r[label].items()
+                if not k.startswith("kl/") and k != "score/reused_engine"
+            }
+            for label in keep
+        }
+
+    assert "score/reused_engine" in golden["iter1/train"]
+    assert "score/reused_engine" not in rows["iter1/train"]
+    assert not compare(first(rows), first(golden))

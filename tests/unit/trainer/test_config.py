@@ -23,6 +23,8 @@ def test_default_composition_is_rence_with_the_paper_thresholds_at_cpu_scale():
     assert cfg.optim.n_update == 2 and cfg.rollout.group_size == 8 and cfg.filter.batch_size == 4
     assert cfg.rollout.temperature == 0.7 and cfg.rollout.reuse_logprobs
     assert cfg.filter.unsolved == "drop"  # the paper's filter
+    assert (cfg.optim.lr_schedule, cfg.optim.min_lr_ratio) == ("cosine", 0.1)
+    assert cfg.rollout.prompts_per_draw == 16
     assert cfg.run.time_budget_min == 14 and cfg.run.malloc_mmap_threshold_mb == 0
     assert cfg.model.source == "smollm2"
 
@@ -35,6 +37,7 @@ def test_paper_scale_restores_the_papers_batch_and_lengths():
     assert cfg.data.max_prompt_tokens == 1536
     assert cfg.rollout.temperature == 1.0 and not cfg.rollout.reuse_logprobs
     assert cfg.run.malloc_mmap_threshold_mb == 0
+    assert cfg.optim.lr_schedule == "constant" and cfg.rollout.prompts_per_draw is None
 
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF_DIR / "algorithm").glob("*.yaml")))
