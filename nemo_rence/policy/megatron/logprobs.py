@@ -259,7 +259,13 @@ def layout_logprobs(
     Returns:
         [n, T] float32; ``out[i, j] = log pi(y_ij | x_i, y_i,<j)`` for ``j < r_i``, 0 in padding.
     """
-    h = hidden[layout.hidden_positions.to(hidden.device), layout.hidden_rows.to(hidden.device)]
+    # One flat index_select, not advanced indexing: in the shared-prefix layout the prompt's last
+    # hidden state predicts the first token of all K responses, and the backward of advanced
+    # indexing with repeated indices accumulates with atomic adds across threads on CPU (run to
+    # run different rounding); index_select's backward (index_add_) sums in index order.
+    seq, rows = hidden.shape[0], hidden.shape[1]
+    flat = layout.hidden_positions * rows + layout.hidden_rows  # row-major [S, B] -> S * B
+    h = hidden.reshape(seq * rows, hidden.shape[2]).index_select(0, flat.to(hidden.device))
     logp = vocab_parallel_token_logprobs(
         h,
         weight,

@@ -108,3 +108,50 @@ def test_bad_arguments_raise_clear_errors():
 def test_auto_chunk_size_bounds_the_logits_block():
     c = auto_chunk_size(151_936)
     assert c >= 1 and c * 151_936 * 4 <= 64 * 2**20
+
+
+def test_layout_logprobs_backward_is_bitwise_reproducible_with_shared_predictors():
+    """The shared-prefix layout reads one hidden state for several tokens (the prompt's last
+    state predicts the first token of every response); the backward must sum those gradients
+    in a fixed order, run after run, with several threads (atomic adds would not)."""
+    from nemo_rence.policy.megatron.logprobs import layout_logprobs
+    from nemo_rence.policy.megatron.packing import Layout
+
+    g = torch.Generator().manual_seed(0)
+    seq, rows, h, v, m = 400, 2, 64, 50, 3000
+    hidden = torch.randn(seq, rows, h, generator=g)
+    weight = torch.randn(v, h, generator=g)
+    idx = torch.randint(0, seq * rows, (m,), generator=g)  # many repeats
+    layout = Layout(
+        input_ids=torch.zeros(rows, seq, dtype=torch.long),
+        position_ids=torch.zeros(rows, seq, dtype=torch.long),
+        attention_mask=None,
+        hidden_rows=idx % rows,
+        hidden_positions=idx // rows,
+        labels=torch.randint(0, v, (m,), generator=g),
+        out_rows=torch.arange(m) // 100,
+        out_cols=torch.arange(m) % 100,
+        num_rollouts=m // 100,
+        shared=True,
+    )
+    upstream = torch.randn(m // 100, 100, generator=g)
+
+    def grad() -> torch.Tensor:
+        x = hidden.clone().requires_grad_(True)
+        (layout_logprobs(x, weight, layout, width=100, chunk_size=512) * upstream).sum().backward()
+        assert x.grad is not None
+        return x.grad
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        first = grad()
+        assert all(torch.equal(first, grad()) for _ in range(10))
+    finally:
+        torch.set_num_threads(threads)
+    # and it is the gradient: each hidden state gets the sum over the tokens it predicts
+    x = hidden.clone().double().requires_grad_(True)
+    flat = x.reshape(seq * rows, h)[idx]
+    ref = torch.log_softmax(flat @ weight.double().t(), -1).gather(1, layout.labels[:, None])
+    (ref.squeeze(1) * upstream.reshape(-1).double()).sum().backward()
+    torch.testing.assert_close(first, x.grad.float(), atol=1e-4, rtol=1e-4)
