@@ -136,6 +136,11 @@ class RolloutConfig:
     the refit check then runs the policy on the batch's first group only and still fails past
     ``run.max_refit_gap``. Rollouts from an older engine version (cache reuse) fall back to the
     policy forward. Off by default: a bf16 GPU engine differs from the policy by ~1e-2 nats."""
+    truncated_reward: float | None = None
+    """Reward of a rollout cut off at ``max_new_tokens`` (finish reason 'length'): ``None``
+    grades it like any other (the paper, whose 6656-token limit is rarely hit); a number, e.g. 0,
+    replaces its grade: an unfinished response has no final answer to box (a hard form of DAPO's
+    overlong penalty). Held-out evaluation always grades what was written."""
 
     def __post_init__(self) -> None:
         _one_of("rollout", "engine", self.engine, ["hf", "vllm", "trtllm"])

@@ -132,6 +132,12 @@ class Trainer:
         out = self.engine.generate(prompt_ids, self._sampling())
         texts = [self.parts.decode(t) for t in out.token_ids]
         results = self.parts.reward.batch([prompts[i] for i in out.prompt_index], texts)
+        cut = self.cfg.rollout.truncated_reward
+        if cut is not None:  # an unfinished response has no final answer (rollout config)
+            results = [
+                dataclasses.replace(r, reward=cut) if reason == "length" else r
+                for r, reason in zip(results, out.finish_reason, strict=True)
+            ]
         return rollouts_to_groups(prompts, prompt_ids, out, results)
 
     def train_iteration(self) -> dict[str, float]:
@@ -309,6 +315,7 @@ def _mean(steps: Sequence[Mapping[str, float]]) -> dict[str, float]:
 def _reward_metrics(groups: Sequence[ScoredGroup]) -> dict[str, float]:
     rewards = [r for g in groups for r in g.rewards]
     lengths = [len(t) for g in groups for t in g.rollouts["token_ids"]]
+    reasons = [f for g in groups for f in g.rollouts["finish_reason"]]
     logprobs = [lp for g in groups for row in g.rollouts["logprobs"] for lp in row]
     return {
         # -mean sampled-token logprob: a Monte-Carlo estimate of the per-token entropy
@@ -316,4 +323,6 @@ def _reward_metrics(groups: Sequence[ScoredGroup]) -> dict[str, float]:
         "reward/mean": sum(rewards) / max(len(rewards), 1),
         "reward/correct_rate": sum(r >= 1.0 for r in rewards) / max(len(rewards), 1),
         "rollout/response_tokens_mean": sum(lengths) / max(len(lengths), 1),
+        # cut off at rollout.max_new_tokens
+        "rollout/truncated_rate": sum(f == "length" for f in reasons) / max(len(reasons), 1),
     }
