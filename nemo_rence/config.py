@@ -270,9 +270,11 @@ class RunConfig:
     activations go back to the OS (glibc; see :mod:`nemo_rence.infra.allocator`). 0: glibc's
     default dynamic threshold."""
     time_budget_min: float = 0.0
-    """Wall-clock budget of the whole run in minutes (0: none). Before each iteration the run
-    stops early when the elapsed time plus one more iteration (as long as the last) and the final
-    held-out evaluation would exceed it; it then checkpoints, evaluates and reports as usual."""
+    """Wall-clock budget of the whole run in minutes (0: none). The run stops early before an
+    iteration (as long as the last) or a draw of the filter's batch search (as long as the last
+    draw) that, with the final held-out evaluation, would exceed it; it then checkpoints (an
+    interrupted search keeps its groups, and a resumed run continues it), evaluates and reports
+    as usual (:mod:`nemo_rence.budget`)."""
 
     def __post_init__(self) -> None:
         _positive("run", "iterations", self.iterations)

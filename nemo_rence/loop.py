@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from nemo_rence.algorithm.filter import PromptFilter, ScoredGroup
+from nemo_rence.algorithm.filter import PromptFilter, ScoredGroup, SearchInterrupted
 from nemo_rence.algorithm.kl import build_controller
 from nemo_rence.batching import (
     groups_to_policy_batch,
@@ -140,12 +140,27 @@ class Trainer:
             ]
         return rollouts_to_groups(prompts, prompt_ids, out, results)
 
-    def train_iteration(self) -> dict[str, float]:
+    def _search(self, should_stop: Callable[[], bool] | None) -> Any:
+        """Rank 0's filter search (its batch, or the SearchInterrupted that ended it)."""
+        try:
+            return self.filter.next_batch(self.rollout_and_grade, should_stop)
+        except SearchInterrupted as stopped:
+            return stopped
+
+    def train_iteration(self, should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
+        """One iteration of Algorithm 1; ``should_stop`` (rank 0) may end its batch search.
+
+        Raises:
+            SearchInterrupted: on every rank, when ``should_stop`` ended the search; the filter
+                keeps the groups found so far (its state) and nothing else has changed.
+        """
         cfg, timer, policy = self.cfg, self.timer, self.parts.policy
         with timer("rollout"):  # rank 0 generates, grades and filters; the batch is broadcast
-            groups, fstats = broadcast_object(
-                self.filter.next_batch(self.rollout_and_grade) if self.is_main else None
-            )
+            searched = broadcast_object(self._search(should_stop) if self.is_main else None)
+        if isinstance(searched, SearchInterrupted):
+            self.timer.pop()
+            raise searched
+        groups, fstats = searched
         with timer("score"):
             batch = groups_to_policy_batch(groups)
             batch.extras["old_logprobs"], gap = self._old_logprobs(batch)
@@ -237,7 +252,7 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything of the loop a resumed run needs, as plain containers (weights_only-safe)."""
         filt = self.filter.state_dict()
-        for g in filt["cache"]:
+        for g in _filter_groups(filt):
             g["prompt"] = dataclasses.asdict(g["prompt"])
         return {
             "iteration": self.iteration,
@@ -251,7 +266,7 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         filt = state["filter"]
-        for g in filt["cache"]:
+        for g in _filter_groups(filt):
             g["prompt"] = PromptRecord(**g["prompt"])
         self.filter.load_state_dict(filt)
         self.kl.load_state_dict(state["kl"])
@@ -295,6 +310,12 @@ class Trainer:
             "eval/reward": sum(r.reward for r in results) / n,
             "eval/response_tokens": sum(out.lengths) / n,
         }
+
+
+def _filter_groups(filter_state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The groups in a filter state: the cache Q and an interrupted search's stack."""
+    pending = filter_state.get("pending")
+    return [*filter_state["cache"], *(pending["groups"] if pending else [])]
 
 
 def _rng_state_to_plain(state: tuple) -> list:

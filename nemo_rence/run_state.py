@@ -162,10 +162,16 @@ class CheckpointManager:
         self._saved_iteration: int | None = None
 
     def latest(self) -> Path | None:
+        """The checkpoint ``latest`` names (collective), or None before the first save."""
         pointer = self.root / "latest"
         if not pointer.is_file():
             return None
         path = self.root / pointer.read_text().strip()
+        aside = self.root / f".old-{path.name}"
+        if rank() == 0 and not _complete(path) and _complete(aside):
+            shutil.rmtree(path, ignore_errors=True)  # killed between the two renames of save()
+            os.rename(aside, path)
+        barrier()  # (collective: every rank calls latest())
         if not _complete(path):
             raise FileNotFoundError(f"{pointer} names {path}, which is not a complete checkpoint")
         return path
@@ -174,16 +180,20 @@ class CheckpointManager:
         """The recorded best checkpoint (see the module docstring), or None."""
         return read_best(self.root)
 
-    def save(self, trainer: Any, built: Any) -> Path:
+    def save(self, trainer: Any, built: Any, force: bool = False) -> Path:
         """Write a checkpoint of the current iteration (collective).
 
         A second call at the same iteration in the same process returns the checkpoint already
-        written: the loop state only changes with the iteration (``update_best`` may save the
-        iteration just before the ``save_every`` save does).
+        written, unless ``force``: the loop state changes between iterations only when a batch
+        search is interrupted (its groups are kept), and ``update_best`` may save the iteration
+        just before the ``save_every`` save does. A checkpoint that is rewritten is replaced by
+        two renames (the old one is set aside as ``.old-iter-N`` first, and deleted last), so a
+        complete one exists at every moment (:meth:`latest` falls back to the set-aside one).
         """
         name = f"iter-{trainer.iteration:06d}"
         final, tmp = self.root / name, self.root / f".tmp-{name}"
-        if self._saved_iteration == trainer.iteration and _complete(final):
+        old = self.root / f".old-{name}"
+        if not force and self._saved_iteration == trainer.iteration and _complete(final):
             return final
         if rank() == 0:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -200,9 +210,11 @@ class CheckpointManager:
             torch.save(state, tmp / "trainer.pt")
             (tmp / "meta.json").write_text(json.dumps({"iteration": trainer.iteration}))
             if final.exists():
-                shutil.rmtree(final)
+                shutil.rmtree(old, ignore_errors=True)
+                os.rename(final, old)
             os.rename(tmp, final)
             _write_atomic(self.root / "latest", name + "\n")
+            shutil.rmtree(old, ignore_errors=True)
             for stale in self.root.glob(".tmp-*"):
                 shutil.rmtree(stale, ignore_errors=True)
             self._rotate()

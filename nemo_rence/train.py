@@ -7,19 +7,19 @@
 A run directory (``run.out_dir``) receives ``config.json``, ``metrics.jsonl``, TensorBoard events
 (``tb/``) and atomic checkpoints (``checkpoints/iter-NNNNNN`` + a ``latest`` pointer written last).
 An existing ``latest`` is resumed automatically. SIGUSR1 / SIGTERM (SLURM preemption) finish the
-current iteration, write a checkpoint and exit with code 0.
+current iteration, or stop its batch search after the current draw, write a checkpoint and exit
+with code 0. ``run.time_budget_min`` ends the run in time (:mod:`nemo_rence.budget`).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class _StopFlag:
-    """Set by SIGUSR1 / SIGTERM; the loop checkpoints and exits after the current iteration."""
+    """Set by SIGUSR1 / SIGTERM; the loop checkpoints and exits after the current iteration (or
+    the current draw of its batch search)."""
 
     def __init__(self) -> None:
         self.signal: int | None = None
@@ -46,6 +47,10 @@ class _StopFlag:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.signal = signum
+
+    def or_else(self, guard: Callable[[], bool]) -> Callable[[], bool]:
+        """``should_stop`` of a batch search: a signal arrived, or ``guard()`` says stop."""
+        return lambda: self.signal is not None or guard()
 
 
 def _progress(total: int, initial: int, enabled: bool) -> Any:
@@ -79,7 +84,10 @@ def run(args: argparse.Namespace) -> int:
 
     if cfg.run.threads > 0:
         torch.set_num_threads(cfg.run.threads)
+    from nemo_rence.algorithm.filter import SearchInterrupted
+    from nemo_rence.budget import TimeBudget
     from nemo_rence.build import build_components
+    from nemo_rence.infra.distributed import broadcast_object
     from nemo_rence.infra.metrics import MetricsLogger
     from nemo_rence.infra.trackers import open_trackers
     from nemo_rence.loop import Trainer
@@ -102,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     resumed = ckpt.resume(trainer, built)
     start = time.perf_counter()
     try:
-        budget = _Budget(cfg.run.time_budget_min * 60.0, launched)
+        budget = TimeBudget(cfg.run.time_budget_min * 60.0, launched)
+        interrupted = False
         if not resumed:
             with budget.timing_eval():
                 before = trainer.validate(built.parts.heldout)
@@ -115,26 +124,38 @@ def run(args: argparse.Namespace) -> int:
                 if main:
                     print(f"time budget: {budget.explain()}", flush=True)
                 break
-            # the whole step (periodic evaluation and checkpoint included) predicts the next one
-            with budget.timing_iteration():
-                metrics = trainer.train_iteration()
-                bar.update(1)
-                bar.set_postfix(_summary(metrics))
-                if cfg.run.eval_every and trainer.iteration % cfg.run.eval_every == 0:
-                    periodic = trainer.validate(built.parts.heldout)
-                    trainer.log_eval(periodic, "periodic")
-                    ckpt.update_best(trainer, built, periodic)  # checkpoints/best (run_state.py)
-                if stop.signal is not None:
-                    path = ckpt.save(trainer, built)
+            try:  # the whole step (periodic evaluation, checkpoint) predicts the next one
+                with budget.timing_iteration():
+                    metrics = trainer.train_iteration(stop.or_else(budget.search_guard()))
+                    budget.record_search(metrics.get("time/rollout", 0.0))
+                    bar.update(1)
+                    bar.set_postfix(_summary(metrics))
+                    if cfg.run.eval_every and trainer.iteration % cfg.run.eval_every == 0:
+                        periodic = trainer.validate(built.parts.heldout)
+                        trainer.log_eval(periodic, "periodic")
+                        ckpt.update_best(trainer, built, periodic)  # checkpoints/best
+                    if stop.signal is not None:
+                        path = ckpt.save(trainer, built)
+                        if main:
+                            print(f"signal {stop.signal}: checkpoint {path}, exiting", flush=True)
+                        return 0
+                    if cfg.run.save_every and trainer.iteration % cfg.run.save_every == 0:
+                        ckpt.save(trainer, built)
+            except SearchInterrupted as stopped:  # the filter keeps its groups (budget.py)
+                signalled = broadcast_object(stop.signal)  # rank 0's search, rank 0's reason
+                if signalled is not None:
+                    path = ckpt.save(trainer, built, force=True)
                     if main:
-                        print(f"signal {stop.signal}: checkpoint {path}, exiting", flush=True)
+                        print(f"\nsignal {signalled}: {stopped}; checkpoint {path}, exiting")
                     return 0
-                if cfg.run.save_every and trainer.iteration % cfg.run.save_every == 0:
-                    ckpt.save(trainer, built)
+                if main:
+                    print(f"\ntime budget: {stopped}", flush=True)
+                interrupted = True
+                break
         bar.close()
         latest = ckpt.latest()
-        if latest is None or latest.name != f"iter-{trainer.iteration:06d}":
-            latest = ckpt.save(trainer, built)
+        if interrupted or latest is None or latest.name != f"iter-{trainer.iteration:06d}":
+            latest = ckpt.save(trainer, built, force=interrupted)  # the search's groups too
         after = trainer.validate(built.parts.heldout)
         trainer.log_eval(after, "after")
         ckpt.update_best(trainer, built, after)
@@ -162,52 +183,6 @@ def run(args: argparse.Namespace) -> int:
         from nemo_rence.policy.megatron.parallel import teardown
 
         teardown()
-
-
-class _Budget:
-    """``run.time_budget_min``: stop before an iteration that would not finish in time.
-
-    An iteration is started only if ``elapsed + the last iteration's time (with its periodic
-    evaluation and checkpoint) + one evaluation`` fits
-    in the budget (the first iteration always runs). The last one, not the slowest: the first
-    iteration of a run is the slowest by far (the filter searches longest while the policy
-    rarely solves a prompt) and does not predict the next ones.
-    """
-
-    def __init__(self, seconds: float, launched: float) -> None:
-        self.seconds = seconds
-        self.launched = launched
-        self.iteration_s: list[float] = []
-        self.eval_s = 0.0
-
-    @contextlib.contextmanager
-    def timing_eval(self) -> Iterator[None]:
-        start = time.perf_counter()
-        yield
-        self.eval_s = time.perf_counter() - start
-
-    @contextlib.contextmanager
-    def timing_iteration(self) -> Iterator[None]:
-        start = time.perf_counter()
-        yield
-        self.iteration_s.append(time.perf_counter() - start)
-
-    def needed(self) -> float:
-        return time.perf_counter() - self.launched + self.iteration_s[-1] + self.eval_s
-
-    def exhausted(self) -> bool:
-        """Rank 0's verdict on every rank (their clocks differ; they must stop together)."""
-        from nemo_rence.infra.distributed import broadcast_object
-
-        over = self.seconds > 0 and bool(self.iteration_s) and self.needed() > self.seconds
-        return broadcast_object(over) if self.seconds > 0 else False
-
-    def explain(self) -> str:
-        return (
-            f"stopping after {len(self.iteration_s)} iterations: another iteration "
-            f"(~{self.iteration_s[-1]:.0f} s) and the final evaluation ({self.eval_s:.0f} s) "
-            f"would end at {self.needed():.0f} s > run.time_budget_min={self.seconds / 60:g} min"
-        )
 
 
 def _fmt(metrics: dict[str, float]) -> str:

@@ -35,13 +35,20 @@ for small models); such groups are never marked mastered.
 x in B~, including the cache): ``cache_reuse = "resample"`` (default, exact). ``"reuse"`` accepts
 the cached groups as they are, saving their rollouts at the price of being one iteration
 off-policy.
+
+**Stopping a search.** ``next_batch(..., should_stop=f)`` asks ``f()`` before every draw but the
+first of a call; when it says stop, the search raises :class:`SearchInterrupted` and keeps S and
+its statistics (they are in :meth:`PromptFilter.state_dict`): the next call continues the same
+search where it stopped, and returns exactly the batch and statistics an uninterrupted search
+would have (the groups in S come from the same pi_old, which has not changed). The trainer uses
+this to end a run on its time budget inside a long search without losing the rollouts.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 __all__ = [
@@ -51,6 +58,7 @@ __all__ = [
     "FilterStats",
     "PromptFilter",
     "ScoredGroup",
+    "SearchInterrupted",
     "positive_ratio",
 ]
 
@@ -64,6 +72,10 @@ class DataExhaustedError(RuntimeError):
 
 class FilterStarvedError(RuntimeError):
     """Too many draws without filling the batch: the filter is rejecting almost everything."""
+
+
+class SearchInterrupted(Exception):
+    """``should_stop()`` ended a search before B groups passed; the filter keeps what it found."""
 
 
 @dataclass(frozen=True)
@@ -218,16 +230,35 @@ class PromptFilter:
         self._prompt_id = prompt_id
         self.cache: list[ScoredGroup] = []
         self.mastered: set[Hashable] = set()
+        self.pending: tuple[list[ScoredGroup], FilterStats] | None = None
+        """S and the statistics of a search that ``should_stop`` interrupted (module doc)."""
 
     # -- Algorithm 1 ------------------------------------------------------------------------
-    def next_batch(self, rollout_fn: RolloutFn) -> tuple[list[ScoredGroup], FilterStats]:
-        """Return the B groups of this iteration (Algorithm 1 lines 3-18) and what it cost."""
+    def next_batch(
+        self, rollout_fn: RolloutFn, should_stop: Callable[[], bool] | None = None
+    ) -> tuple[list[ScoredGroup], FilterStats]:
+        """Return the B groups of this iteration (Algorithm 1 lines 3-18) and what it cost.
+
+        Args:
+            rollout_fn: prompts -> scored groups (:data:`RolloutFn`).
+            should_stop: asked before every draw but this call's first; True raises
+                :class:`SearchInterrupted`, keeping the search for the next call (module doc).
+        """
         cfg = self.config
-        stats = FilterStats()
-        stack: list[ScoredGroup] = []
+        stack, stats = self.pending if self.pending is not None else ([], FilterStats())
+        self.pending = None
+        first = True
         while len(stack) < cfg.batch_size:
             if stats.draws >= cfg.max_draws:
                 raise FilterStarvedError(self._starved_message(stats, len(stack)))
+            if not first and should_stop is not None and should_stop():
+                self.pending = (stack, stats)
+                raise SearchInterrupted(
+                    f"the batch search stopped after {stats.draws} draws ({stats.rollouts} "
+                    f"rollouts) with {len(stack)} of {cfg.batch_size} groups accepted; "
+                    "they are kept and the search continues on resume"
+                )
+            first = False
             stats.draws += 1
             if self.cache:  # lines 5-6: the cache is consumed first, and entirely
                 cached, self.cache = self.cache, []
@@ -307,21 +338,33 @@ class PromptFilter:
 
     # -- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Cache Q and the mastered set as plain Python containers (checkpoint-safe)."""
+        """Cache Q, the mastered set and an interrupted search, as plain Python containers."""
+        pending = None
+        if self.pending is not None:
+            stack, stats = self.pending
+            pending = {"groups": [_plain(g) for g in stack], "stats": asdict(stats)}
         return {
-            "cache": [
-                {
-                    "prompt_id": g.prompt_id,
-                    "prompt": g.prompt,
-                    "rewards": list(g.rewards),
-                    "rollouts": g.rollouts,
-                    "rho": g.rho,
-                }
-                for g in self.cache
-            ],
+            "cache": [_plain(g) for g in self.cache],
             "mastered": sorted(self.mastered, key=repr),
+            "pending": pending,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.cache = [ScoredGroup(**g) for g in state["cache"]]
         self.mastered = set(state["mastered"])
+        pending = state.get("pending")  # absent in checkpoints written before it existed
+        self.pending = (
+            None
+            if pending is None
+            else ([ScoredGroup(**g) for g in pending["groups"]], FilterStats(**pending["stats"]))
+        )
+
+
+def _plain(group: ScoredGroup) -> dict[str, Any]:
+    return {
+        "prompt_id": group.prompt_id,
+        "prompt": group.prompt,
+        "rewards": list(group.rewards),
+        "rollouts": group.rollouts,
+        "rho": group.rho,
+    }

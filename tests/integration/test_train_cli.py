@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 TINY = [
     "model=tiny",
@@ -152,6 +153,31 @@ def test_sigusr1_checkpoints_and_exits_cleanly_then_the_run_resumes(reference, t
     assert _deterministic(_iterations(out)[3]) == _deterministic(_iterations(reference)[3])
 
 
+def test_sigusr1_during_a_long_batch_search_checkpoints_it_after_the_current_draw(tmp_path):
+    """SLURM's grace period is short: a preempted run must not wait for a search to fill."""
+    out = tmp_path / "preempted-search"
+    proc = subprocess.Popen(
+        _cmd(out, 3, "filter.enabled=true", "filter.max_draws=100000"),  # never fills
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not (out / "metrics.jsonl").is_file():  # the evaluation before training is logged
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(1.0)  # inside the search
+    proc.send_signal(signal.SIGUSR1)
+    stdout, _ = proc.communicate(timeout=120)
+    assert (
+        proc.returncode == 0
+        and f"signal {int(signal.SIGUSR1)}: the batch search stopped after" in stdout
+    ), stdout
+    state = torch.load(out / "checkpoints" / "iter-000000" / "trainer.pt", weights_only=True)
+    assert state["trainer"]["filter"]["pending"]["stats"]["draws"] >= 1
+
+
 def test_a_bad_override_fails_before_any_model_is_built(tmp_path):
     proc = subprocess.run(
         _cmd(tmp_path / "bad", 1, "filter.t_easy=1.5"),
@@ -173,6 +199,28 @@ def test_time_budget_stops_early_then_checkpoints_and_evaluates(tmp_path):
     assert "held-out accuracy change" in stdout
     assert sorted(_iterations(out)) == [1]
     assert (out / "checkpoints" / "latest").read_text().strip() == "iter-000001"
+
+
+def test_time_budget_interrupts_a_long_batch_search_and_the_resumed_run_continues_it(tmp_path):
+    """With the filter on, the random tiny model never solves a group: the search would run to
+    filter.max_draws. The budget stops it after the first draw; the checkpoint keeps the search
+    (its draws), the run still evaluates, and a rerun resumes the same search."""
+    out = tmp_path / "search"
+    extra = ("filter.enabled=true", "filter.max_draws=1000", "run.time_budget_min=0.001")
+
+    def pending_draws() -> int:
+        state = torch.load(out / "checkpoints" / "iter-000000" / "trainer.pt", weights_only=True)
+        return state["trainer"]["filter"]["pending"]["stats"]["draws"]
+
+    stdout = _train(out, 3, *extra)
+    assert "time budget: the batch search stopped after 1 draws" in stdout, stdout
+    assert "with 0 of 2 groups accepted" in stdout
+    assert "held-out accuracy change" in stdout
+    assert (out / "checkpoints" / "latest").read_text().strip() == "iter-000000"
+    assert pending_draws() == 1 and _iterations(out) == {}
+    stdout = _train(out, 3, *extra)
+    assert "time budget: the batch search stopped after 2 draws" in stdout, stdout
+    assert pending_draws() == 2
 
 
 def test_tensor_parallel_run_with_sequence_parallel_and_engine_logprobs(tmp_path):

@@ -14,6 +14,7 @@ from nemo_rence.algorithm.filter import (
     FilterStarvedError,
     PromptFilter,
     ScoredGroup,
+    SearchInterrupted,
     positive_ratio,
 )
 
@@ -190,6 +191,75 @@ def test_state_dict_round_trip_reproduces_the_same_future_decisions():
     f2 = PromptFilter(cfg, src2)
     f2.load_state_dict(state)
     assert run(f2, roller2) == expected
+
+
+def _stop_after(n_calls: int):
+    """should_stop that says stop on its n-th call (before draw n + 1 of a call)."""
+    calls = [0]
+
+    def should_stop():
+        calls[0] += 1
+        return calls[0] >= n_calls
+
+    return should_stop
+
+
+def _batches(filt, roll, n, should_stop=None):
+    """n batches as comparable rows; an interrupted search is resumed through a state dict."""
+    out = []
+    while len(out) < n:
+        try:
+            batch, stats = filt.next_batch(roll, should_stop)
+        except SearchInterrupted:
+            state = copy.deepcopy(filt.state_dict())  # as a checkpoint would
+            fresh = PromptFilter(filt.config, filt._source)
+            fresh.load_state_dict(state)
+            filt = fresh
+            continue
+        out.append(([g.prompt_id for g in batch], sorted(filt.mastered), stats.metrics(3)))
+    return out
+
+
+@pytest.mark.parametrize("cache_reuse", ["resample", "reuse"])
+def test_an_interrupted_search_resumed_from_its_state_equals_an_uninterrupted_one(cache_reuse):
+    """Interrupt every search after its first draw (the hardest case: many stops per batch);
+    the kept stack and statistics make the batches, mastered sets and metrics identical."""
+    prompts = [Prompt(f"p{i}", p) for i, p in enumerate([0.05, 0.3, 0.6, 0.95] * 5)]
+    cfg = FilterConfig(batch_size=3, max_draws=10_000, cache_reuse=cache_reuse)
+    expected = _batches(PromptFilter(cfg, Source(prompts, size=2)), Roller(seed=3), 4)
+    roller = Roller(seed=3)
+    stops = 0
+
+    def always_stop():
+        nonlocal stops
+        stops += 1
+        return True
+
+    got = _batches(PromptFilter(cfg, Source(prompts, size=2)), roller, 4, always_stop)
+    assert got == expected
+    assert stops > 4  # searches were interrupted, several times for some batches
+    assert max(row[2]["filter/draws"] for row in got) > 1
+
+
+def test_an_interrupted_search_keeps_its_groups_and_the_first_draw_always_runs():
+    prompts = [Prompt(f"p{i}", 0.3) for i in range(8)]
+    f = PromptFilter(FilterConfig(batch_size=4, max_draws=100), Source(prompts, size=1))
+    roll = scripted({p.id: 2 for p in prompts})  # rho = 0.25: every group passes
+    with pytest.raises(SearchInterrupted, match=r"after 2 draws .* with 2 of 4 groups"):
+        f.next_batch(roll, _stop_after(2))
+    assert f.pending is not None and [g.prompt_id for g in f.pending[0]] == ["p0", "p1"]
+    with pytest.raises(SearchInterrupted, match=r"after 3 draws .* with 3 of 4 groups"):
+        f.next_batch(roll, _stop_after(1))  # asked before the 2nd draw of this call: stop
+    batch, stats = f.next_batch(roll, _stop_after(5))
+    assert [g.prompt_id for g in batch] == ["p0", "p1", "p2", "p3"]
+    assert stats.draws == 4 and stats.accepted == 4 and f.pending is None
+
+
+def test_filter_state_without_a_pending_search_loads(tmp_path):
+    """Checkpoints written before interrupted searches existed have no 'pending' entry."""
+    f = PromptFilter(FilterConfig(batch_size=1), Source([Prompt("a", 0.5)], size=1))
+    f.load_state_dict({"cache": [], "mastered": ["b"]})
+    assert f.pending is None and f.mastered == {"b"}
 
 
 def test_exhausted_source_raises_a_clear_error_instead_of_looping():

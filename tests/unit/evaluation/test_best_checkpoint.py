@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from nemo_rence.run_state import BEST_METRIC, CheckpointManager, read_best, select_best
 
@@ -131,3 +132,26 @@ def test_select_best_prefers_the_pointer_and_fails_clearly_without_any_evaluatio
     best = select_best(tmp_path)
     assert (best.checkpoint, best.value, best.source) == ("iter-000001", 0.1, "pointer")
     assert read_best(ckpt.root) == best
+
+
+def test_a_forced_save_rewrites_the_iteration_and_a_plain_one_does_not(tmp_path):
+    """An interrupted batch search changes the loop state without a new iteration: force."""
+    ckpt, trainer, built, policy = _setup(tmp_path, keep=2)
+    trainer.iteration = 3
+    path = ckpt.save(trainer, built)
+    trainer.state_dict = lambda: {"iteration": 3, "search": "kept groups"}  # type: ignore
+    assert ckpt.save(trainer, built) == path and policy.saves == 1
+    assert ckpt.save(trainer, built, force=True) == path and policy.saves == 2
+    assert torch.load(path / "trainer.pt")["trainer"]["search"] == "kept groups"
+    assert sorted(p.name for p in ckpt.root.iterdir()) == ["iter-000003", "latest"]
+
+
+def test_latest_recovers_a_rewrite_killed_between_its_two_renames(tmp_path):
+    ckpt, trainer, built, _ = _setup(tmp_path)
+    trainer.iteration = 1
+    path = ckpt.save(trainer, built)
+    path.rename(ckpt.root / ".old-iter-000001")  # the first rename done, the second not
+    assert ckpt.latest() == path and (path / "trainer.pt").is_file()
+    path.rename(ckpt.root / "elsewhere")
+    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+        ckpt.latest()
