@@ -170,6 +170,15 @@ def run(args: argparse.Namespace) -> int:
             if "eval/accuracy" in after and "eval/accuracy" in first:
                 delta = 100 * (after["eval/accuracy"] - first["eval/accuracy"])
                 print(f"held-out accuracy change: {delta:+.1f} points", flush=True)
+                best = ckpt.best()
+                if best is not None:
+                    gain = 100 * (best.value - first["eval/accuracy"])
+                    print(
+                        f"best held-out accuracy: {100 * best.value:.1f}% at iteration "
+                        f"{best.iteration} ({gain:+.1f} points; checkpoints/best -> "
+                        f"{best.checkpoint})",
+                        flush=True,
+                    )
             print(
                 f"run directory: {run_dir} (metrics.jsonl, tb/, checkpoints/ -> {latest.name}, "
                 f"{len(plots)} plots in plots/); {time.perf_counter() - start:.0f} s",
