@@ -15,8 +15,9 @@ vLLM, beta = 0 (TRL's default: no reference model), constant lr and AdamW settin
 same sampling temperature.
 Gradient checkpointing is TRL's default (on in TRL 1.x) unless the spec says otherwise.
 
-The reward is the project's own ``nemo_rence.rewards.math.score`` (1 / 0.1 / 0), imported from the
-repository path and called in-process. Per-step wall time comes from a ``TrainerCallback``
+The reward is the project's own ``nemo_rence.rewards.math.score`` (1 / 0.1 / 0) with the record's
+answer form (``enforce_answer_form``, as ``MathReward`` applies it), imported from the repository
+path and called in-process. Per-step wall time comes from a ``TrainerCallback``
 (``on_step_begin`` .. ``on_step_end``); the stage split from TRL's own ``profiling_context``
 timers (``transformers.generate``, the reward function, ``_prepare_inputs``, ``compute_loss``),
 captured by wrapping ``ProfilingContext._log_metrics``. Peak RSS is ``ru_maxrss`` of this process
@@ -51,7 +52,7 @@ def main(spec_path: str, result_path: str) -> None:
     from trl import GRPOConfig, GRPOTrainer
     from trl.extras import profiling
 
-    from nemo_rence.rewards.math import score
+    from nemo_rence.rewards.math import enforce_answer_form, score
 
     rss_start = maxrss_bytes()
     tokenizer = AutoTokenizer.from_pretrained(spec["hf_dir"])
@@ -62,10 +63,18 @@ def main(spec_path: str, result_path: str) -> None:
         tokenizer(text=p["text"])["input_ids"] == p["ids"] for p in prompts
     )  # TRL tokenizes a text prompt with processing_class(text=...)
 
-    def math_reward(completions: list[str], answer: list[str], **_: object) -> list[float]:
-        return [score(c, a).reward for c, a in zip(completions, answer, strict=True)]
+    def math_reward(
+        completions: list[str], answer: list[str], answer_form: list[str], **_: object
+    ) -> list[float]:
+        return [
+            enforce_answer_form(score(c, a), form).reward
+            for c, a, form in zip(completions, answer, answer_form, strict=True)
+        ]
 
-    rows = [{"prompt": p["text"], "answer": p["answer"]} for p in prompts]
+    rows = [
+        {"prompt": p["text"], "answer": p["answer"], "answer_form": p["answer_form"]}
+        for p in prompts
+    ]
     dataset = datasets.Dataset.from_list(rows)
     n = spec["prompts_per_step"] * spec["k"]
     steps = spec["warmup"] + spec["steps"]

@@ -271,6 +271,7 @@ def plan_prompts(overrides: Sequence[str], iterations: int) -> dict[str, Any]:
             {
                 "id": r.id,
                 "answer": r.answer,
+                "answer_form": r.metadata.get("answer_form", "any"),
                 "text": build_prompt(r, prompt_cfg, tokenizer),
                 "ids": encode_prompt(r, prompt_cfg, tokenizer),
             }

@@ -4,6 +4,9 @@ Problems like ``Compute 47 + 8 * 31 - 5.`` with an exact integer answer, difficu
 the operand size (``digits``) and the number of operations (``steps``). Generation is
 deterministic in ``seed``. The train / held-out split of a problem is a hash of its text, not of
 the seed, so a problem is in the same split for every seed and the splits can never overlap.
+Records ask for their answer as a number (``metadata["answer_form"] = "number"``): the grader's
+symbolic equivalence alone would accept the problem's own expression, ``\\boxed{47 + 8 * 31 - 5}``
+(:func:`nemo_rence.rewards.math.enforce_answer_form`).
 
 Example::
 
@@ -119,7 +122,13 @@ def generate_arithmetic(
                 problem=f"Compute {expr}.",
                 answer=str(evaluate(operands, ops)),
                 source="synthetic",
-                metadata={"digits": cfg.digits, "steps": cfg.steps, "split": split},
+                # the problem is an expression: only its value, written as a number, is correct
+                metadata={
+                    "digits": cfg.digits,
+                    "steps": cfg.steps,
+                    "split": split,
+                    "answer_form": "number",
+                },
             )
         )
     return out

@@ -32,6 +32,7 @@ processes with a hard per-item limit.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import re
@@ -83,7 +84,7 @@ class RewardResult:
         error: the exception text when grading failed (reward 0), else "".
         method: what decided ``correct``: "unboxed", "string", "choice", "number",
             "sequence", "text", "sympy", "rejected" (failed the sympy safety check), "timeout",
-            "error".
+            "error", "not_a_number" (:func:`enforce_answer_form`).
         elapsed_s: grading time in seconds (in the process that graded it).
     """
 
@@ -123,6 +124,36 @@ def failed_result(
         error=error,
         method="timeout" if timed_out else "error",
         elapsed_s=elapsed_s,
+    )
+
+
+ANSWER_FORMS: tuple[str, ...] = ("any", "number")
+
+
+def enforce_answer_form(result: RewardResult, form: str, mode: str = "paper") -> RewardResult:
+    """Hold a correct answer to the form its task asks for (``record.metadata["answer_form"]``).
+
+    ``"any"`` (the default; benchmarks): equivalence alone decides. ``"number"``: the boxed answer
+    must also be written as a number (:func:`~nemo_rence.rewards.normalize.parse_number`: an
+    integer, decimal, fraction, percentage, scientific notation). A task whose problem is itself
+    an expression needs this: for "Compute 5 + 3." the box ``\\boxed{5 + 3}`` is equivalent to 8
+    (sympy), and a policy learns to copy the problem into the box. Such an answer scores as
+    boxed and wrong, with ``method = "not_a_number"``.
+
+    >>> r = score(r"\\boxed{5 + 3}", "8")
+    >>> r.correct, enforce_answer_form(r, "number").reward
+    (True, 0.1)
+    >>> enforce_answer_form(score(r"\\boxed{8}", "8"), "number").reward
+    1.0
+    """
+    if form not in ANSWER_FORMS:
+        raise ValueError(f"answer_form must be one of {ANSWER_FORMS}, got {form!r}")
+    if form == "any" or not result.correct or result.extracted is None:
+        return result
+    if parse_number(normalize(strip_math_wrappers(result.extracted))) is not None:
+        return result
+    return dataclasses.replace(
+        result, correct=False, reward=reward_value(True, False, mode), method="not_a_number"
     )
 
 

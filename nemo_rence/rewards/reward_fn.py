@@ -1,7 +1,8 @@
 """``MathReward``: the paper's math reward as a :class:`~nemo_rence.rewards.protocol.RewardFn`.
 
 It owns a :class:`~nemo_rence.rewards.pool.GraderPool` (started lazily, closed by ``close()`` or a
-``with`` block) and grades each response against ``record.answer``.
+``with`` block) and grades each response against ``record.answer``, in the form the record asks
+for (``record.metadata["answer_form"]``, see :func:`~nemo_rence.rewards.math.enforce_answer_form`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from nemo_rence.data.records import PromptRecord
-from nemo_rence.rewards.math import RewardResult
+from nemo_rence.rewards.math import RewardResult, enforce_answer_form
 from nemo_rence.rewards.pool import GraderConfig, GraderPool
 
 
@@ -44,13 +45,18 @@ class MathReward:
     def batch(
         self, records: Sequence[PromptRecord], responses: Sequence[str]
     ) -> list[RewardResult]:
-        """Grade ``responses[i]`` against ``records[i].answer``."""
+        """Grade ``responses[i]`` against ``records[i].answer`` (and its answer form)."""
         if len(records) != len(responses):
             raise ValueError(
                 f"records and responses must have the same length, got {len(records)} and "
                 f"{len(responses)}"
             )
-        return self.pool.score_batch(list(responses), [r.answer for r in records])
+        results = self.pool.score_batch(list(responses), [r.answer for r in records])
+        mode = self.config.grader.mode
+        return [
+            enforce_answer_form(res, rec.metadata.get("answer_form", "any"), mode)
+            for res, rec in zip(results, records, strict=True)
+        ]
 
     def metrics(self) -> dict[str, float]:
         """Cumulative grader counters (``rewards/timeouts`` ...)."""

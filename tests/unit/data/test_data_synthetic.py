@@ -7,7 +7,7 @@ import re
 import pytest
 
 from nemo_rence.data.synthetic import ArithmeticConfig, evaluate, generate_arithmetic
-from nemo_rence.rewards.math import score
+from nemo_rence.rewards.math import enforce_answer_form, score
 
 
 def _value(problem: str) -> int:
@@ -34,6 +34,18 @@ def test_answers_are_exact_and_gradeable():
     for r in records:
         assert int(r.answer) == _value(r.problem)
         assert score(rf"so \boxed{{{r.answer}}}", r.answer).reward == 1.0
+
+
+def test_records_ask_for_a_number_so_the_copied_problem_is_not_correct():
+    """'Compute 5 + 3.': \\boxed{5 + 3} is equivalent to 8, but it is the question, not an answer."""
+    for r in generate_arithmetic(20, ArithmeticConfig(digits=1, steps=1, seed=0)):
+        form = r.metadata["answer_form"]
+        assert form == "number"
+        expr = r.problem.removeprefix("Compute ").removesuffix(".")
+        copied = score(rf"\boxed{{{expr}}}", r.answer)
+        assert copied.correct  # the grader's equivalence alone accepts it ...
+        assert enforce_answer_form(copied, form).reward == 0.1  # ... the task does not
+        assert enforce_answer_form(score(rf"\boxed{{{r.answer}}}", r.answer), form).reward == 1.0
 
 
 def test_evaluate_uses_operator_precedence():

@@ -43,3 +43,34 @@ def test_pool_called_from_threads_grades_correctly(pool):
 def test_reward_config_rejects_a_wrong_grader_type():
     with pytest.raises(TypeError, match="grader"):
         RewardConfig(grader={"mode": "paper"})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("boxed", "form", "reward", "method"),
+    [
+        ("8", "number", 1.0, None),
+        ("8.0", "number", 1.0, None),
+        (r"\frac{16}{2}", "number", 1.0, None),
+        ("5 + 3", "number", 0.1, "not_a_number"),  # the problem copied into the box
+        ("2 * 4", "number", 0.1, "not_a_number"),
+        ("5 + 3", "any", 1.0, "sympy"),  # benchmarks: equivalence alone
+        ("9", "number", 0.1, "number"),  # wrong stays wrong
+    ],
+)
+def test_a_record_asking_for_a_number_rejects_an_unevaluated_expression(
+    boxed, form, reward, method
+):
+    record = PromptRecord("p", "Compute 5 + 3.", "8", "synthetic", metadata={"answer_form": form})
+    with MathReward(RewardConfig(grader=GraderConfig(num_workers=1))) as reward_fn:
+        (result,) = reward_fn.batch([record], [rf"so \boxed{{{boxed}}}"])
+    assert result.reward == reward and result.boxed
+    assert result.correct == (reward == 1.0)
+    if method is not None:
+        assert result.method == method
+
+
+def test_an_unknown_answer_form_is_an_error_naming_the_allowed_ones():
+    from nemo_rence.rewards.math import enforce_answer_form, score
+
+    with pytest.raises(ValueError, match=r"answer_form must be one of \('any', 'number'\)"):
+        enforce_answer_form(score(r"\boxed{8}", "8"), "integer")
