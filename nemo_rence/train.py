@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
                 if signalled is not None:
                     path = ckpt.save(trainer, built, force=True)
                     if main:
-                        print(f"\nsignal {signalled}: {stopped}; checkpoint {path}, exiting")
+                        print(f"\nsignal {signalled}: {stopped}; checkpoint {path}, exiting", flush=True)
                     return 0
                 if main:
                     print(f"\ntime budget: {stopped}", flush=True)
