@@ -53,8 +53,7 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(cfg.run.threads)
     rss_start = maxrss_bytes()
     work_dir = Path(spec["work_dir"])
-    built = build_components(cfg, work_dir)
-    parts = built.parts
+    built = parts = build_components(cfg, work_dir)
     drawn: list[str] = []
     source = parts.source
 
@@ -97,7 +96,7 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
         rss_peak = maxrss_bytes()
         children = descendants_hwm_bytes()
     finally:
-        built.reward.close()
+        built.close()
         teardown()
     measured = iterations[spec["warmup"] :]
     stage_keys = sorted({k for it in measured for k in it["stages_s"]})
