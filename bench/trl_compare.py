@@ -240,11 +240,11 @@ def plan_prompts(overrides: Sequence[str], iterations: int) -> dict[str, Any]:
     """
     from transformers import AutoTokenizer
 
-    from nemo_rence.build import resolve_model_dir
     from nemo_rence.config import compose
     from nemo_rence.data.sampler import PromptSampler
     from nemo_rence.data.synthetic import ArithmeticConfig, generate_arithmetic
     from nemo_rence.data.template import PromptConfig, build_prompt, encode_prompt, filter_by_length
+    from nemo_rence.model_sources import resolve_model_dir
 
     cfg = compose(list(overrides))
     d = cfg.data

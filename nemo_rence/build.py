@@ -21,33 +21,14 @@ from typing import Any
 
 import torch
 
-from nemo_rence.config import ModelConfig, TrainConfig
+from nemo_rence.config import TrainConfig
 from nemo_rence.data.records import PromptRecord
 from nemo_rence.data.source import PromptSource
 from nemo_rence.infra.distributed import barrier
 from nemo_rence.loop import Components
+from nemo_rence.model_sources import resolve_model_dir
 
-__all__ = ["build_components", "build_engine", "resolve_eos_ids", "resolve_model_dir"]
-
-
-def resolve_model_dir(model: ModelConfig, work_dir: Path, seed: int = 0) -> Path:
-    """The HF directory the policy and the engine start from."""
-    if model.source == "smollm2":
-        from nemo_rence.checkpoint.gguf import smollm2_hf_dir
-
-        return smollm2_hf_dir()
-    if model.source == "tiny":
-        from nemo_rence.tiny import write_tiny_hf_dir
-
-        out = work_dir / "tiny-model"
-        if not (out / "config.json").is_file():
-            write_tiny_hf_dir(out, layers=model.tiny_layers, hidden=model.tiny_hidden, seed=seed)
-        return out
-    assert model.hf_dir is not None
-    path = Path(model.hf_dir)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"model.hf_dir={path} has no config.json (an HF model directory)")
-    return path
+__all__ = ["build_components", "build_engine", "resolve_eos_ids"]
 
 
 def _datasets(cfg: TrainConfig) -> tuple[list[PromptRecord], list[PromptRecord]]:
@@ -123,8 +104,7 @@ def build_components(cfg: TrainConfig, work_dir: Path) -> Components:
     from nemo_rence.policy.megatron.optimizer import OptimizerSettings
     from nemo_rence.policy.megatron.parallel import init_parallel, seed_all
     from nemo_rence.policy.megatron.policy import MegatronPolicy, MegatronPolicyConfig
-    from nemo_rence.rewards.pool import GraderConfig
-    from nemo_rence.rewards.reward_fn import MathReward, RewardConfig
+    from nemo_rence.rewards.reward_fn import MathReward
 
     if cfg.run.malloc_mmap_threshold_mb > 0:
         from nemo_rence.infra.allocator import set_mmap_threshold
@@ -190,7 +170,7 @@ def build_components(cfg: TrainConfig, work_dir: Path) -> Components:
         # The hf engine shares the policy's parameters from the start (all but the fused q/k/v):
         # the weights exist once, and the copy it loaded is freed.
         engine.update_weights(policy.export_weights(), version=engine.version)
-    reward = MathReward(RewardConfig(grader=GraderConfig(num_workers=1)))
+    reward = MathReward(cfg.reward)
 
     def decode(tokens: Any) -> str:
         return str(tokenizer.decode(list(tokens), skip_special_tokens=True))

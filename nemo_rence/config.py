@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from nemo_rence.algorithm.filter import FilterConfig
+from nemo_rence.rewards.reward_fn import RewardConfig
 
 __all__ = [
     "CONF_DIR",
@@ -73,7 +74,9 @@ class ModelConfig:
     """Hidden size of the 'tiny' model."""
 
     def __post_init__(self) -> None:
-        _one_of("model", "source", self.source, ["smollm2", "hf", "tiny"])
+        from nemo_rence.model_sources import MODEL_SOURCES
+
+        _one_of("model", "source", self.source, MODEL_SOURCES.names())
         if self.source == "hf" and not self.hf_dir:
             raise ConfigError("model.hf_dir is required when model.source='hf'")
 
@@ -344,6 +347,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
     loss: dict[str, Any] = field(default_factory=lambda: {"name": "rence"})
     kl: KLConfig = field(default_factory=KLConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
