@@ -111,7 +111,7 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
         "trainer": "nemo_rence.loop.Trainer.train_iteration (ReNCE)",
         "config": {
             "overrides": spec["overrides"],
-            "loss": cfg.loss["name"],
+            "loss": cfg.loss.name,
             "filter_enabled": cfg.filter.enabled,
             "n_update": cfg.optim.n_update,
             "mini_batch_groups": cfg.optim.mini_batch_size,

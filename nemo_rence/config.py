@@ -8,6 +8,7 @@ is built::
 
     cfg = compose(["algorithm=grpo", "optim.lr=2e-6"])     # Hydra compose API, no run dir
     cfg.loss.name, cfg.filter.enabled                      # 'grpo', False
+    cfg.loss.params                                        # the loss's typed config
 
 The loss's own fields live in ``loss`` (a mapping validated by the loss registry's typed config),
 the prompt filter's in ``filter`` (:class:`nemo_rence.algorithm.filter.FilterConfig`).
@@ -31,6 +32,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "KLConfig",
+    "LossConfig",
     "ModelConfig",
     "OptimConfig",
     "PolicyConfig",
@@ -339,6 +341,37 @@ class TrackingConfig:
             raise ConfigError(f"tracking.backends: {err}") from err
 
 
+@dataclass(frozen=True)
+class LossConfig:
+    """The ``loss`` section: a registered loss and its typed config.
+
+    In YAML and ``config.json`` it is flat, ``{name: rence, beta: 0.1, ...}`` (:meth:`to_dict`);
+    ``params`` is the registry's config dataclass for ``name``, checked like every section.
+    """
+
+    name: str
+    params: Any
+
+    @classmethod
+    def from_mapping(cls, value: Any) -> LossConfig:
+        from nemo_rence.algorithm import losses
+
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"loss must be a mapping with a 'name', got {value!r}")
+        name = str(value.get("name"))
+        try:
+            spec = losses.get(name)
+        except (KeyError, ValueError) as err:
+            raise ConfigError(f"loss.name: {err}") from err
+        # Same key and type checks as every other section, then the loss config's own checks.
+        fields = {k: v for k, v in value.items() if k != "name"}
+        return cls(name, _build_section(spec.config_cls, fields, "loss"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat form: ``{"name": ..., **fields}``."""
+        return {"name": self.name, **dataclasses.asdict(self.params)}
+
+
 @dataclass
 class TrainConfig:
     """Everything a run needs; one section per stage of the data flow."""
@@ -348,7 +381,9 @@ class TrainConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
-    loss: dict[str, Any] = field(default_factory=lambda: {"name": "rence"})
+    loss: Any = field(default_factory=lambda: {"name": "rence"})
+    """A :class:`LossConfig` once validated; composed from ``loss.name`` plus the fields of that
+    loss's typed config (the registry's ``config_cls``)."""
     kl: KLConfig = field(default_factory=KLConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -356,22 +391,19 @@ class TrainConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
-        from nemo_rence.algorithm import losses
-
-        name = str(self.loss.get("name"))
-        try:
-            spec = losses.get(name)
-        except (KeyError, ValueError) as err:
-            raise ConfigError(f"loss.name: {err}") from err
-        # Same key and type checks as every other section, then the loss config's own checks.
-        fields = {k: v for k, v in self.loss.items() if k != "name"}
-        typed = _build_section(spec.config_cls, fields, "loss")
-        self.loss = {"name": name, **dataclasses.asdict(typed)}
+        if not isinstance(self.loss, LossConfig):
+            self.loss = LossConfig.from_mapping(self.loss)
         if self.optim.mini_batch_size > self.filter.batch_size:
             raise ConfigError(
                 f"optim.mini_batch_size ({self.optim.mini_batch_size}) must be <= "
                 f"filter.batch_size ({self.filter.batch_size})"
             )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain containers (``config.json``, trackers); :func:`build` reads them back."""
+        out = dataclasses.asdict(self)
+        out["loss"] = self.loss.to_dict()
+        return out
 
 
 def _field_type(cls: type, name: str) -> Any:

@@ -210,8 +210,8 @@ class Trainer:
         metrics: dict[str, float] = {}
         with timer("update"):
             loss_fn = algorithm_loss(
-                cfg.loss["name"],
-                {k: v for k, v in cfg.loss.items() if k != "name"},
+                cfg.loss.name,
+                cfg.loss.params,
                 kl_coef=self.kl.value,
                 progress=self.iteration / cfg.run.iterations,
                 generator=torch.Generator().manual_seed(self.rng.randrange(2**31)),

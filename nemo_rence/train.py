@@ -13,7 +13,6 @@ The run itself (resume, evaluation, checkpoints, the time budget, SIGUSR1 / SIGT
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import signal
 import sys
@@ -77,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     trainer: Trainer | None = None
     try:
         if main := rank() == 0:
-            (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+            (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         logger = MetricsLogger(run_dir, True, open_trackers(cfg, run_dir)) if main else None
         trainer = Trainer(cfg, parts, logger, is_main=main)
         checkpoints = CheckpointManager(run_dir / "checkpoints", keep=cfg.run.keep_checkpoints)

@@ -19,7 +19,6 @@ names a server. Each tracker
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import os
@@ -235,7 +234,7 @@ def open_trackers(cfg: TrainConfig, run_dir: str | Path) -> list[Tracker]:
     run_dir = Path(run_dir)
     ids_path = run_dir / IDS_FILE
     ids: dict[str, str] = json.loads(ids_path.read_text()) if ids_path.is_file() else {}
-    config = dataclasses.asdict(cfg)
+    config = cfg.to_dict()
     opened: list[Tracker] = []
     try:
         for name in names:
