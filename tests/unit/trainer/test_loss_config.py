@@ -22,5 +22,5 @@ def test_the_loss_section_is_typed_and_round_trips_through_its_flat_form():
 def test_an_unknown_loss_field_names_the_field_and_the_allowed_ones():
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['gamma'\] in loss"):
         compose(["+loss.gamma=1"])
-    with pytest.raises(ConfigError, match="loss.name: unknown loss 'nce'"):
+    with pytest.raises(ConfigError, match=r"loss\.name: unknown loss 'nce'"):
         compose(["loss.name=nce"])
