@@ -42,6 +42,10 @@ __all__ = [
 ]
 
 
+LOG_RATIO_CLAMP = 20.0
+"""Upper clamp of k3's log-ratio before ``expm1`` (see :func:`k3`)."""
+
+
 def k1(logp_q: Tensor, logp_p: Tensor) -> Tensor:
     """k1 = log q(x) - log p(x), x ~ q: unbiased estimate of KL(q || p) (Schulman 2020).
 
@@ -65,13 +69,16 @@ def k2(logp_q: Tensor, logp_p: Tensor) -> Tensor:
 def k3(logp_q: Tensor, logp_p: Tensor) -> Tensor:
     """k3 = (r - 1) - log r with r = p(x)/q(x), x ~ q: unbiased and >= 0 (Schulman 2020).
 
-    Computed as ``expm1(d) - d`` with d = log r, which is exact for small d and never negative.
+    Computed as ``expm1(d) - d`` with d = min(log r, 20), which is exact for small d and never
+    negative. The clamp (verl clamps log-ratios to +-20 likewise) keeps fp32 finite: e^d overflows
+    from d ~ 88.7, and a single token with log-ratio 99 would make the loss inf and its gradient
+    NaN; below 20 (a ratio of 4.9e8) the value is Schulman's exactly.
 
     Args:
         logp_q: log-probabilities under the sampling distribution q, any shape.
         logp_p: log-probabilities under p, same shape.
     """
-    d = logp_p - logp_q
+    d = (logp_p - logp_q).clamp(max=LOG_RATIO_CLAMP)
     return torch.expm1(d) - d
 
 
