@@ -33,6 +33,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "PolicyConfig",
+    "ReferenceConfig",
     "RolloutConfig",
     "RunConfig",
     "TrackingConfig",
@@ -191,6 +192,9 @@ class OptimConfig:
     """Linear warm-up from ``lr / warmup_steps`` to ``lr`` over the first optimizer steps."""
     min_lr_ratio: float = 0.0
     """Floor of the linear / cosine decay, as a fraction of ``lr``."""
+    max_skipped_steps: int = 3
+    """An optimizer step whose loss or gradient is not finite is skipped (no update) and counted
+    (``train/skipped_steps``); this many skipped steps in a row stop the run with an error."""
 
     def __post_init__(self) -> None:
         _positive("optim", "mini_batch_size", self.mini_batch_size)
@@ -198,6 +202,7 @@ class OptimConfig:
         _positive("optim", "lr", self.lr)
         _one_of("optim", "lr_schedule", self.lr_schedule, ["constant", "linear", "cosine"])
         _positive("optim", "warmup_steps", self.warmup_steps, strict=False)
+        _positive("optim", "max_skipped_steps", self.max_skipped_steps)
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
         self.betas = (float(self.betas[0]), float(self.betas[1]))
@@ -241,6 +246,24 @@ class PolicyConfig:
                 f"sequence over the TP ranks), got tensor_parallel={self.tensor_parallel}: set "
                 "policy.tensor_parallel >= 2 or policy.sequence_parallel=false"
             )
+
+
+@dataclass
+class ReferenceConfig:
+    """The reference policy pi_ref (``nemo_rence.policy.reference``), built only for a loss that
+    declares it reads reference logprobs (GRPO with ``kl_beta > 0``, semi-online DPO)."""
+
+    sync_every: int | None = 0
+    """s: pi_ref <- pi_theta after every s optimizer steps (semi-online DPO, Lanchantin et al.
+    2025); 0 keeps the initial model for the whole run (GRPO's reference); null provides no
+    reference at all, which is an error for a loss that needs one."""
+    offload: bool = True
+    """Keep pi_ref's weights in host memory (moved in place into the policy's parameters for
+    each reference forward); False keeps them on the device."""
+
+    def __post_init__(self) -> None:
+        if self.sync_every is not None:
+            _positive("reference", "sync_every", self.sync_every, strict=False)
 
 
 @dataclass
@@ -348,6 +371,7 @@ class TrainConfig:
     kl: KLConfig = field(default_factory=KLConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     run: RunConfig = field(default_factory=RunConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
@@ -363,6 +387,13 @@ class TrainConfig:
         fields = {k: v for k, v in self.loss.items() if k != "name"}
         typed = _build_section(spec.config_cls, fields, "loss")
         self.loss = {"name": name, **dataclasses.asdict(typed)}
+        if spec.needs_reference(typed) and self.reference.sync_every is None:
+            raise ConfigError(
+                f"loss.name={name!r} with these settings needs a reference policy (it reads "
+                "reference logprobs) but reference.sync_every=null provides none: set "
+                "reference.sync_every=0 (the initial model, frozen) or s > 0 (synchronised "
+                "every s optimizer steps)"
+            )
         if self.optim.mini_batch_size > self.filter.batch_size:
             raise ConfigError(
                 f"optim.mini_batch_size ({self.optim.mini_batch_size}) must be <= "

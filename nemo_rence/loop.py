@@ -36,6 +36,7 @@ from nemo_rence.data.records import PromptRecord
 from nemo_rence.infra.distributed import broadcast_object
 from nemo_rence.infra.metrics import MetricsLogger, StageTimer
 from nemo_rence.policy.interface import Policy, PolicyBatch, algorithm_loss
+from nemo_rence.policy.reference import ReferencePolicy, train_step
 from nemo_rence.policy.schedule import LRSchedule
 from nemo_rence.refit import RefitConfig, Refitter
 from nemo_rence.rollout import GenerationEngine, SamplingParams
@@ -60,6 +61,8 @@ class Components:
     source: Callable[[], list[PromptRecord]]
     """D.batch() of Algorithm 1: the next prompts (empty when exhausted)."""
     heldout: list[PromptRecord]
+    reference: ReferencePolicy | None = None
+    """pi_ref, for a loss that declares it reads reference logprobs (``policy.reference``)."""
 
 
 class Trainer:
@@ -176,7 +179,7 @@ class Trainer:
             first = self.iteration * cfg.optim.n_update  # global optimizer step of this batch
             lrs = [self.lr_schedule.lr_at(first + j) for j in range(cfg.optim.n_update)]
             steps = [
-                {**policy.train_step(mini, loss_fn, lr=lr), "optim/lr": lr}
+                {**train_step(policy, self.parts.reference, mini, loss_fn, lr), "optim/lr": lr}
                 for mini, lr in zip(
                     mini_batches(batch, cfg.optim.mini_batch_size, cfg.optim.n_update, self.rng),
                     lrs,
@@ -184,8 +187,10 @@ class Trainer:
                 )
             ]
             metrics.update(_mean(steps))
-        with timer("kl"):  # measured KL(pi_old || pi_theta), mean over the update steps
-            self.kl.update(metrics.get("kl/k3", 0.0), n_steps=batch.size)
+            metrics["train/skipped_steps"] = sum(s.get("train/skipped_steps", 0.0) for s in steps)
+        with timer("kl"):  # the loss's declared KL(pi_old || pi_theta), mean over the steps
+            if loss_fn.trust_region_kl is not None:
+                self.kl.update(metrics[loss_fn.trust_region_kl], n_steps=batch.size)
         with timer("refit"):
             report = self._refit()
         self.iteration += 1
@@ -262,6 +267,7 @@ class Trainer:
             "sample_rng": _rng_state_to_plain(self.sample_rng.getstate()),
             "engine_version": self.parts.engine.version if self.parts.engine else self.iteration,
             "eval_history": [[i, dict(m)] for i, m in self.eval_history],
+            **({"reference": ref.state_dict()} if (ref := self.parts.reference) else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -274,6 +280,8 @@ class Trainer:
         self.sample_rng.setstate(_rng_state_from_plain(state["sample_rng"]))
         self.iteration = int(state["iteration"])
         self.eval_history = [(int(i), dict(m)) for i, m in state["eval_history"]]
+        if self.parts.reference is not None and "reference" in state:
+            self.parts.reference.load_state_dict(state["reference"])
         self._refit_to(self.iteration)
 
     def _refit_to(self, version: int) -> None:

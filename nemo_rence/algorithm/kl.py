@@ -146,6 +146,7 @@ class AdaptiveKLController(KLController):
     """Proportional controller of Ziegler et al. 2019 (arXiv 1909.08593), Sec. 2.2.
 
     e = clip(KL / target - 1, -0.2, 0.2);  value <- value * (1 + e * n_steps / horizon).
+    A non-finite KL (an iteration whose steps were skipped) leaves the value unchanged.
     ReNCE paper (Sec. 4.1) defaults: init 0.001, target 0.01, horizon 25600.
 
     Attributes:
@@ -173,6 +174,8 @@ class AdaptiveKLController(KLController):
     def update(self, current_kl: float, n_steps: int) -> float:
         if n_steps < 0:
             raise ValueError(f"n_steps must be >= 0, got {n_steps}")
+        if not math.isfinite(float(current_kl)):  # a skipped (non-finite) update measures nothing
+            return self.value
         error = min(max(float(current_kl) / self.target - 1.0, -self.clip), self.clip)
         self.value *= 1.0 + error * n_steps / self.horizon
         return self.value

@@ -16,7 +16,7 @@ from torch import Tensor
 from nemo_rence.algorithm.kl import available_estimators, get_estimator
 from nemo_rence.algorithm.losses.batch import LossBatch, masked_token_mean, safe_exp
 from nemo_rence.algorithm.losses.contrastive import Partition, masked_logsumexp, partition
-from nemo_rence.algorithm.losses.registry import Metrics, register
+from nemo_rence.algorithm.losses.registry import LossOutputs, Metrics, register
 
 __all__ = ["DiscoConfig", "disco_loss"]
 
@@ -91,6 +91,10 @@ class DiscoConfig:
     config=DiscoConfig,
     paper="Li et al. 2025, DisCO: Discriminative Constrained Optimization (arXiv 2505.12366)",
     equation="ConSPO paper eq. (8) without its sqrt(p(1-p)) weight (DisCO-b); log-sum-exp variant",
+    outputs=lambda cfg: LossOutputs(
+        frozenset({"loss/total", "loss/disco", f"kl/{cfg.kl_estimator}"}),
+        trust_region_kl=f"kl/{cfg.kl_estimator}",
+    ),
 )
 def disco_loss(batch: LossBatch, cfg: DiscoConfig) -> tuple[Tensor, Metrics]:
     """DisCO: increase positive scores, decrease negative ones, inside a KL trust region.

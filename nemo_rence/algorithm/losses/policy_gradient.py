@@ -33,7 +33,7 @@ from nemo_rence.algorithm.losses.batch import (
     masked_token_mean,
     safe_exp,
 )
-from nemo_rence.algorithm.losses.registry import Metrics, register
+from nemo_rence.algorithm.losses.registry import LossOutputs, Metrics, register
 
 __all__ = [
     "CispoConfig",
@@ -130,6 +130,11 @@ class GrpoConfig:
     config=GrpoConfig,
     paper="Shao et al. 2024 (DeepSeekMath), as written in the ConSPO paper",
     equation="ConSPO paper eqs. (1), (3), (4)",
+    # kl/ref_k3 is KL(pi_theta || pi_ref): a penalty to the reference, not a trust region
+    outputs=lambda cfg: LossOutputs(
+        frozenset({"loss/total", "loss/grpo"} | ({"kl/ref_k3"} if cfg.kl_beta > 0 else set()))
+    ),
+    needs_reference=lambda cfg: cfg.kl_beta > 0,
 )
 def grpo_loss(batch: LossBatch, cfg: GrpoConfig) -> tuple[Tensor, Metrics]:
     """GRPO clipped surrogate with group-standardised advantages (ConSPO paper eqs. 1, 3, 4).
@@ -145,7 +150,8 @@ def grpo_loss(batch: LossBatch, cfg: GrpoConfig) -> tuple[Tensor, Metrics]:
             ref_logprobs [N, T] when kl_beta > 0.
         cfg: GrpoConfig.
     Returns:
-        (0-dim loss, metrics: loss/total, loss/grpo, kl/k3 (if kl_beta > 0), clip/frac, ...).
+        (0-dim loss, metrics: loss/total, loss/grpo, kl/ref_k3 (KL(pi_theta || pi_ref) by k3, if
+        kl_beta > 0), clip/frac, ...).
     """
     adv = group_standardized_advantages(batch.compute_rewards, batch.layout, eps=cfg.adv_eps)
     surrogate, active = _clipped_surrogate(
@@ -157,7 +163,7 @@ def grpo_loss(batch: LossBatch, cfg: GrpoConfig) -> tuple[Tensor, Metrics]:
     if cfg.kl_beta > 0:
         kl = _seq_mean(batch, k3(batch.masked_logprobs, batch.reference_logprobs()))
         total = pg + cfg.kl_beta * kl
-        metrics["kl/k3"] = kl.detach()
+        metrics["kl/ref_k3"] = kl.detach()
         metrics["loss/total"] = total.detach()
     return total, metrics
 
