@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nemo_rence.algorithm.correction import MODES as CORRECTION_MODES
+from nemo_rence.algorithm.correction import CorrectionConfig
 from nemo_rence.algorithm.filter import FilterConfig
 
 __all__ = [
@@ -368,6 +370,9 @@ class TrainConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
     loss: dict[str, Any] = field(default_factory=lambda: {"name": "rence"})
+    rollout_correction: CorrectionConfig = field(default_factory=CorrectionConfig)
+    """Engine-trainer mismatch correction applied to every loss (``algorithm.correction``):
+    mode none | token_tis | seq_tis | token_mask | seq_mask | group_tis, and its cap C > 1."""
     kl: KLConfig = field(default_factory=KLConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -387,6 +392,14 @@ class TrainConfig:
         fields = {k: v for k, v in self.loss.items() if k != "name"}
         typed = _build_section(spec.config_cls, fields, "loss")
         self.loss = {"name": name, **dataclasses.asdict(typed)}
+        c = self.rollout_correction
+        _one_of("rollout_correction", "mode", c.mode, CORRECTION_MODES)
+        if c.enabled and self.rollout.reuse_logprobs:
+            raise ConfigError(
+                f"rollout_correction.mode={c.mode!r} needs pi_old from a policy forward, but "
+                "rollout.reuse_logprobs=true takes pi_old from the engine's own logprobs (every "
+                "ratio would be 1): set rollout.reuse_logprobs=false or rollout_correction.mode=none"
+            )
         if spec.needs_reference(typed) and self.reference.sync_every is None:
             raise ConfigError(
                 f"loss.name={name!r} with these settings needs a reference policy (it reads "

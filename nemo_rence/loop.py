@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from nemo_rence.algorithm.correction import mismatch_metrics
 from nemo_rence.algorithm.filter import PromptFilter, ScoredGroup, SearchInterrupted
 from nemo_rence.algorithm.kl import build_controller
 from nemo_rence.batching import (
@@ -167,6 +168,7 @@ class Trainer:
         with timer("score"):
             batch = groups_to_policy_batch(groups)
             batch.extras["old_logprobs"], gap = self._old_logprobs(batch)
+            gap.update(mismatch_metrics(*_mismatch_inputs(batch), cfg.rollout_correction))
         metrics: dict[str, float] = {}
         with timer("update"):
             loss_fn = algorithm_loss(
@@ -175,6 +177,7 @@ class Trainer:
                 kl_coef=self.kl.value,
                 progress=self.iteration / cfg.run.iterations,
                 generator=torch.Generator().manual_seed(self.rng.randrange(2**31)),
+                correction=cfg.rollout_correction,
             )
             first = self.iteration * cfg.optim.n_update  # global optimizer step of this batch
             lrs = [self.lr_schedule.lr_at(first + j) for j in range(cfg.optim.n_update)]
@@ -318,6 +321,12 @@ class Trainer:
             "eval/reward": sum(r.reward for r in results) / n,
             "eval/response_tokens": sum(out.lengths) / n,
         }
+
+
+def _mismatch_inputs(batch: PolicyBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(pi_old, pi_engine logprobs, response mask) of a scored batch, for the mismatch metrics."""
+    e = batch.extras
+    return e["old_logprobs"], e["engine_logprobs"], batch.response_mask
 
 
 def _filter_groups(filter_state: dict[str, Any]) -> list[dict[str, Any]]:

@@ -50,6 +50,12 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from nemo_rence.algorithm.correction import (
+    CorrectionConfig,
+    correction_weights,
+    reweight_gradient,
+)
+
 __all__ = [
     "AlgorithmLoss",
     "LossFn",
@@ -198,9 +204,14 @@ class AlgorithmLoss:
     (and ``extras["ref_logprobs"]`` when ``needs_reference``); the global normalisers are
     forwarded so that micro-batch losses of whole groups sum to the mini-batch loss.
 
+    With a rollout ``correction`` (``algorithm.correction``) other than 'none', the micro-batch
+    must also carry ``extras["engine_logprobs"]`` [n, T] and the logprobs reach the loss through
+    ``reweight_gradient`` with the mode's weights: loss values unchanged, gradients corrected.
+
     Attributes:
         name: the registered loss name.
         config: the loss's typed config.
+        correction: the rollout mismatch correction (None: none).
         outputs: how each metric reduces over micro-batches and DP ranks, and the trust-region
             KL key (``LossOutputs``).
         needs_reference: whether the loss reads ``ref_logprobs``.
@@ -214,9 +225,11 @@ class AlgorithmLoss:
         kl_coef: float = 0.0,
         progress: float = 0.0,
         generator: torch.Generator | None = None,
+        correction: CorrectionConfig | None = None,
     ) -> None:
         from nemo_rence.algorithm import losses
 
+        self.correction = correction if correction is not None and correction.enabled else None
         self.name = name
         self.spec = losses.get(name)
         is_plain = cfg is None or isinstance(cfg, Mapping)
@@ -240,11 +253,21 @@ class AlgorithmLoss:
         from nemo_rence.algorithm import losses
 
         needed = ["old_logprobs", "rewards"] + (["ref_logprobs"] if self.needs_reference else [])
+        needed += ["engine_logprobs"] if self.correction is not None else []
         missing = [k for k in needed if k not in mb.extras]
         if missing:
             raise KeyError(
                 f"loss {self.name!r} needs batch extras {missing}; got {sorted(mb.extras)}"
             )
+        if self.correction is not None:
+            weights = correction_weights(
+                mb.extras["old_logprobs"],
+                mb.extras["engine_logprobs"],
+                mb.response_mask,
+                self.correction,
+                mb.group_ids,
+            )
+            logprobs = reweight_gradient(logprobs, weights)
         lb = losses.LossBatch(
             logprobs=logprobs,
             old_logprobs=mb.extras["old_logprobs"],
@@ -268,6 +291,7 @@ def algorithm_loss(
     kl_coef: float = 0.0,
     progress: float = 0.0,
     generator: torch.Generator | None = None,
+    correction: CorrectionConfig | None = None,
 ) -> AlgorithmLoss:
     """The registered loss ``name`` as the policy's ``LossFn`` (:class:`AlgorithmLoss`).
 
@@ -275,8 +299,11 @@ def algorithm_loss(
         name: registered loss name (``losses.available()`` lists them).
         cfg: the loss's config object or a mapping of its fields; ``None``: its defaults.
         kl_coef, progress, generator: forwarded to ``LossBatch``.
+        correction: rollout mismatch correction applied to every loss (None or mode 'none': off).
     """
-    return AlgorithmLoss(name, cfg, kl_coef=kl_coef, progress=progress, generator=generator)
+    return AlgorithmLoss(
+        name, cfg, kl_coef=kl_coef, progress=progress, generator=generator, correction=correction
+    )
 
 
 def metric_reduction(loss_fn: LossFn, key: str) -> str:

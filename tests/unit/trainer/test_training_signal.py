@@ -42,12 +42,13 @@ class _Engine:
 class _Policy:
     """pi_old = the engine's logprobs; pi_theta = pi_old + ``shift`` on every token."""
 
-    def __init__(self, shift: float) -> None:
+    def __init__(self, shift: float, engine_gap: float = 0.0) -> None:
         self.shift = shift
+        self.engine_gap = engine_gap  # pi_old = the engine's logprobs + this on every token
         self.seen: list[dict[str, torch.Tensor]] = []
 
     def logprobs(self, batch: PolicyBatch) -> torch.Tensor:
-        return batch.extras["engine_logprobs"].clone()
+        return batch.extras["engine_logprobs"] + self.engine_gap * batch.response_mask
 
     def train_step(self, batch: PolicyBatch, loss_fn, lr=None):
         self.seen.append(dict(batch.extras))
@@ -142,3 +143,16 @@ def test_skipped_steps_are_summed_over_the_iteration():
     metrics = _trainer(Skipping(0.0), "algorithm=rence").train_iteration()
     assert metrics["train/skipped_steps"] == 2.0
     assert not math.isnan(metrics["loss/total"])
+
+
+def test_an_engine_that_differs_from_the_policy_shows_mismatch_and_the_masked_share():
+    # pi_old / pi_eng = e^0.3 per token: sequences of 2 and 3 tokens have ratios e^0.6, e^0.9;
+    # seq_mask with C = 2 (log 2 = 0.69) keeps the first and masks the second
+    overrides = ("algorithm=rence", "rollout.reuse_logprobs=false", "rollout_correction.cap=2")
+    metrics = _trainer(_Policy(-0.1, 0.3), *overrides, "rollout_correction.mode=seq_mask")
+    metrics = metrics.train_iteration()
+    assert metrics["mismatch/kl"] == pytest.approx(math.exp(0.3) - 1 - 0.3)
+    assert metrics["mismatch/masked_seqs"] == 0.5
+    assert metrics["mismatch/masked_tokens"] == pytest.approx(3 / 5)
+    plain = _trainer(_Policy(-0.1, 0.3), *overrides).train_iteration()
+    assert not any(k.startswith("mismatch/") for k in plain)  # mode none logs nothing new
