@@ -3,9 +3,10 @@
 One :meth:`Trainer.train_iteration`::
 
     rollout   prompts -> K rollouts -> rewards -> filter (eq. 3, mastery, cache)   [rank 0]
-    score     pi_old logprobs of the batch; engine-vs-policy refit check
-    update    n_update optimizer steps on mini-batches of whole groups (the loss by name)
-    kl        adaptive KL coefficient update (Ziegler et al.)
+    score     pi_old logprobs of the batch; engine-vs-policy refit check; mismatch metrics
+    update    n_update optimizer steps on mini-batches of whole groups (the loss by name, with
+              the rollout correction; pi_ref logprobs per mini-batch when the loss needs them)
+    kl        adaptive KL coefficient update from the loss's declared trust-region KL
     refit     new weights -> rollout engine (bucketed, versioned)
 
 Data munging lives in :mod:`nemo_rence.batching`; building components in

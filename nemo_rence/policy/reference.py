@@ -122,21 +122,41 @@ class ReferencePolicy:
         )
 
     def state_dict(self) -> dict[str, Any]:
-        """Step counters and this rank's snapshot (the initial weights are rebuilt from the
-        model when frozen, so a frozen reference saves no tensors)."""
+        """Step counters, and this rank's snapshot only when it cannot be rebuilt on resume.
+
+        Frozen (s = 0) or never synced: pi_ref is the initial model, rebuilt at construction.
+        Synced at the checkpoint's own step (s divides the steps taken, e.g. s = n_update with
+        checkpoints between iterations): pi_ref is the checkpoint's policy weights, re-read on
+        load. Otherwise the snapshot (this rank's shards) is saved; the trainer state is written
+        by rank 0 alone, so such a state is refused on load under model parallelism.
+        """
         state: dict[str, Any] = {"steps": self.steps, "synced_at": self.synced_at}
-        if self.sync_every > 0 and self.synced_at > 0:
+        if 0 < self.synced_at < self.steps:
             state["weights"] = {k: v.cpu() for k, v in self.weights.items()}
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; call after the policy's own weights were restored."""
         self.steps = int(state["steps"])
-        self.synced_at = int(state["synced_at"])
+        synced_at = int(state["synced_at"])
         weights = state.get("weights")
-        if weights is not None:
+        if synced_at == 0:
+            pass  # the initial weights, taken at construction
+        elif weights is None:  # synced at this very step: the restored policy weights
+            self.sync()
+        else:
+            import torch.distributed as dist
+
+            if dist.is_initialized() and dist.get_world_size() > 1:
+                raise RuntimeError(
+                    "this checkpoint's reference policy was synchronised in the middle of a "
+                    "batch (reference.sync_every does not divide optim.n_update); its weights "
+                    "were saved by rank 0 alone and cannot be restored on several ranks"
+                )
             with torch.no_grad():
                 for name, value in weights.items():
                     self.weights[name].copy_(value)
+        self.synced_at = synced_at
 
 
 def build_reference(cfg: Any, policy: Any) -> ReferencePolicy | None:

@@ -81,6 +81,21 @@ def test_the_reference_state_round_trips_through_its_state_dict():
     torch.testing.assert_close(restored.logprobs(_batch()), expect, rtol=0, atol=0)
 
 
+def test_a_reference_synced_at_the_checkpoint_step_is_rebuilt_from_the_restored_policy():
+    toy = _Toy()
+    ref = ReferencePolicy(toy.model, toy.logprobs, sync_every=2)
+    for _ in range(4):
+        train_step(toy, ref, _batch(), None, 1e-3)
+    state = ref.state_dict()
+    assert "weights" not in state  # synced at step 4, the checkpoint's own: no copy saved
+    expect = ref.logprobs(_batch())
+    other = _Toy()
+    restored = ReferencePolicy(other.model, other.logprobs, sync_every=2)  # initial weights
+    other.model.load_state_dict(toy.model.state_dict())  # the run restores the policy first
+    restored.load_state_dict(state)
+    torch.testing.assert_close(restored.logprobs(_batch()), expect, rtol=0, atol=0)
+
+
 def test_a_loss_that_needs_a_reference_without_one_is_a_config_error():
     with pytest.raises(ConfigError, match=r"reference.sync_every"):
         compose(["model=tiny", "algorithm=grpo", "reference.sync_every=null"])
