@@ -64,3 +64,19 @@ def test_every_algorithm_preset_trains_one_iteration(preset, boxing_model, tmp_p
         assert train["kl/ref_k3"] >= 0.0  # the reference policy's logprobs reached the loss
     if preset == "semi_online_dpo":
         assert train["reference/synced_at"] == 1.0  # s = n_update = 1: synced after the step
+
+
+@pytest.mark.parametrize("mode", ["seq_mask", "token_tis"])
+def test_a_run_with_a_rollout_correction_logs_the_mismatch(mode, boxing_model, tmp_path):
+    # the fp32 hf engine equals the policy to ~1e-7 nats: tiny mismatch, nothing masked/truncated
+    out = tmp_path / "run"
+    args = ["train", "model=hf", f"model.hf_dir={boxing_model}", *FAST]
+    extra = ["rollout.reuse_logprobs=false", f"rollout_correction.mode={mode}"]
+    assert main([*args, *extra, f"run.out_dir={out}", "--no-progress"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    (train,) = [r for r in rows if "mismatch/kl" in r]
+    assert 0.0 <= train["mismatch/kl"] < 1e-6
+    assert abs(train["mismatch/token_mult_prob_error"] - 1.0) < 1e-5
+    kind = "masked" if mode.endswith("mask") else "truncated"
+    assert train[f"mismatch/{kind}_seqs"] == 0.0 and train[f"mismatch/{kind}_tokens"] == 0.0
+    assert math.isfinite(train["loss/total"]) and train["train/skipped_steps"] == 0.0
