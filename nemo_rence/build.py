@@ -104,6 +104,7 @@ def build_components(cfg: TrainConfig, work_dir: Path) -> Components:
     from nemo_rence.policy.megatron.optimizer import OptimizerSettings
     from nemo_rence.policy.megatron.parallel import init_parallel, seed_all
     from nemo_rence.policy.megatron.policy import MegatronPolicy, MegatronPolicyConfig
+    from nemo_rence.policy.reference import build_reference
     from nemo_rence.rewards.reward_fn import MathReward
 
     if cfg.run.malloc_mmap_threshold_mb > 0:
@@ -157,12 +158,14 @@ def build_components(cfg: TrainConfig, work_dir: Path) -> Components:
             recompute="full" if cfg.policy.recompute else None,
             sequence_parallel=cfg.policy.sequence_parallel,
             layout=cfg.policy.layout,
+            max_skipped_steps=o.max_skipped_steps,
             optimizer=OptimizerSettings(
                 lr=o.lr, betas=o.betas, weight_decay=o.weight_decay, clip_grad=o.grad_clip
             ),
         ),
     )
     policy.load_hf(hf_dir)
+    reference = build_reference(cfg, policy)  # only for a loss that declares it needs one
 
     eos_ids = resolve_eos_ids(hf_dir, tokenizer)
     engine = build_engine(cfg, hf_dir, tokenizer, eos_ids) if info.rank == 0 else None
@@ -184,4 +187,5 @@ def build_components(cfg: TrainConfig, work_dir: Path) -> Components:
         eos_token_ids=eos_ids,
         source=source,
         heldout=heldout[: cfg.run.eval_size],
+        reference=reference,
     )

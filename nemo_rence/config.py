@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nemo_rence.algorithm.correction import MODES as CORRECTION_MODES
+from nemo_rence.algorithm.correction import CorrectionConfig
 from nemo_rence.algorithm.filter import FilterConfig
 from nemo_rence.rewards.reward_fn import RewardConfig
 
@@ -36,6 +38,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "PolicyConfig",
+    "ReferenceConfig",
     "RolloutConfig",
     "RunConfig",
     "TrackingConfig",
@@ -196,6 +199,9 @@ class OptimConfig:
     """Linear warm-up from ``lr / warmup_steps`` to ``lr`` over the first optimizer steps."""
     min_lr_ratio: float = 0.0
     """Floor of the linear / cosine decay, as a fraction of ``lr``."""
+    max_skipped_steps: int = 3
+    """An optimizer step whose loss or gradient is not finite is skipped (no update) and counted
+    (``train/skipped_steps``); this many skipped steps in a row stop the run with an error."""
 
     def __post_init__(self) -> None:
         _positive("optim", "mini_batch_size", self.mini_batch_size)
@@ -203,6 +209,7 @@ class OptimConfig:
         _positive("optim", "lr", self.lr)
         _one_of("optim", "lr_schedule", self.lr_schedule, ["constant", "linear", "cosine"])
         _positive("optim", "warmup_steps", self.warmup_steps, strict=False)
+        _positive("optim", "max_skipped_steps", self.max_skipped_steps)
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
         self.betas = (float(self.betas[0]), float(self.betas[1]))
@@ -246,6 +253,24 @@ class PolicyConfig:
                 f"sequence over the TP ranks), got tensor_parallel={self.tensor_parallel}: set "
                 "policy.tensor_parallel >= 2 or policy.sequence_parallel=false"
             )
+
+
+@dataclass
+class ReferenceConfig:
+    """The reference policy pi_ref (``nemo_rence.policy.reference``), built only for a loss that
+    declares it reads reference logprobs (GRPO with ``kl_beta > 0``, semi-online DPO)."""
+
+    sync_every: int | None = 0
+    """s: pi_ref <- pi_theta after every s optimizer steps (semi-online DPO, Lanchantin et al.
+    2025); 0 keeps the initial model for the whole run (GRPO's reference); null provides no
+    reference at all, which is an error for a loss that needs one."""
+    offload: bool = True
+    """Keep pi_ref's weights in host memory (moved in place into the policy's parameters for
+    each reference forward); False keeps them on the device."""
+
+    def __post_init__(self) -> None:
+        if self.sync_every is not None:
+            _positive("reference", "sync_every", self.sync_every, strict=False)
 
 
 @dataclass
@@ -384,15 +409,37 @@ class TrainConfig:
     loss: Any = field(default_factory=lambda: {"name": "rence"})
     """A :class:`LossConfig` once validated; composed from ``loss.name`` plus the fields of that
     loss's typed config (the registry's ``config_cls``)."""
+    rollout_correction: CorrectionConfig = field(default_factory=CorrectionConfig)
+    """Engine-trainer mismatch correction applied to every loss (``algorithm.correction``):
+    mode none | token_tis | seq_tis | token_mask | seq_mask | group_tis, and its cap C > 1."""
     kl: KLConfig = field(default_factory=KLConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     run: RunConfig = field(default_factory=RunConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
+        from nemo_rence.algorithm import losses
+
         if not isinstance(self.loss, LossConfig):
             self.loss = LossConfig.from_mapping(self.loss)
+        c = self.rollout_correction
+        _one_of("rollout_correction", "mode", c.mode, CORRECTION_MODES)
+        if c.enabled and self.rollout.reuse_logprobs:
+            raise ConfigError(
+                f"rollout_correction.mode={c.mode!r} needs pi_old from a policy forward, but "
+                "rollout.reuse_logprobs=true takes pi_old from the engine's own logprobs (every "
+                "ratio would be 1): set rollout.reuse_logprobs=false or rollout_correction.mode=none"
+            )
+        spec = losses.get(self.loss.name)
+        if spec.needs_reference(self.loss.params) and self.reference.sync_every is None:
+            raise ConfigError(
+                f"loss.name={self.loss.name!r} with these settings needs a reference policy (it reads "
+                "reference logprobs) but reference.sync_every=null provides none: set "
+                "reference.sync_every=0 (the initial model, frozen) or s > 0 (synchronised "
+                "every s optimizer steps)"
+            )
         if self.optim.mini_batch_size > self.filter.batch_size:
             raise ConfigError(
                 f"optim.mini_batch_size ({self.optim.mini_batch_size}) must be <= "

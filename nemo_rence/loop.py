@@ -3,9 +3,10 @@
 One :meth:`Trainer.train_iteration`::
 
     rollout   prompts -> K rollouts -> rewards -> filter (eq. 3, mastery, cache)   [rank 0]
-    score     pi_old logprobs of the batch; engine-vs-policy refit check
-    update    n_update optimizer steps on mini-batches of whole groups (the loss by name)
-    kl        adaptive KL coefficient update (Ziegler et al.)
+    score     pi_old logprobs of the batch; engine-vs-policy refit check; mismatch metrics
+    update    n_update optimizer steps on mini-batches of whole groups (the loss by name, with
+              the rollout correction; pi_ref logprobs per mini-batch when the loss needs them)
+    kl        adaptive KL coefficient update from the loss's declared trust-region KL
     refit     new weights -> rollout engine (bucketed, versioned)
 
 :meth:`Trainer.fit` is the whole run around it (torchtitan's ``Trainer.train``): resume, the
@@ -28,6 +29,7 @@ from typing import Any
 
 import torch
 
+from nemo_rence.algorithm.correction import mismatch_metrics
 from nemo_rence.algorithm.filter import PromptFilter, ScoredGroup, SearchInterrupted
 from nemo_rence.algorithm.kl import build_controller
 from nemo_rence.batching import (
@@ -42,6 +44,7 @@ from nemo_rence.data.records import PromptRecord
 from nemo_rence.infra.distributed import broadcast_object
 from nemo_rence.infra.metrics import MetricsLogger, StageTimer, format_metrics
 from nemo_rence.policy.interface import Policy, PolicyBatch, algorithm_loss
+from nemo_rence.policy.reference import ReferencePolicy, train_step
 from nemo_rence.policy.schedule import LRSchedule
 from nemo_rence.refit import RefitConfig, Refitter
 from nemo_rence.rewards.protocol import RewardFn
@@ -70,6 +73,8 @@ class Components:
     """D.batch() of Algorithm 1: the next prompts (empty when exhausted); a stateful source
     (:class:`~nemo_rence.data.source.PromptSource`) is checkpointed with the trainer."""
     heldout: list[PromptRecord]
+    reference: ReferencePolicy | None = None
+    """pi_ref, for a loss that declares it reads reference logprobs (``policy.reference``)."""
 
     def close(self) -> None:
         """Release what the components hold outside this process (the grader's workers)."""
@@ -207,6 +212,7 @@ class Trainer:
         with timer("score"):
             batch = groups_to_policy_batch(groups)
             batch.extras["old_logprobs"], gap = self._old_logprobs(batch)
+            gap.update(mismatch_metrics(*_mismatch_inputs(batch), cfg.rollout_correction))
         metrics: dict[str, float] = {}
         with timer("update"):
             loss_fn = algorithm_loss(
@@ -215,11 +221,12 @@ class Trainer:
                 kl_coef=self.kl.value,
                 progress=self.iteration / cfg.run.iterations,
                 generator=torch.Generator().manual_seed(self.rng.randrange(2**31)),
+                correction=cfg.rollout_correction,
             )
             first = self.iteration * cfg.optim.n_update  # global optimizer step of this batch
             lrs = [self.lr_schedule.lr_at(first + j) for j in range(cfg.optim.n_update)]
             steps = [
-                {**policy.train_step(mini, loss_fn, lr=lr), "optim/lr": lr}
+                {**train_step(policy, self.parts.reference, mini, loss_fn, lr), "optim/lr": lr}
                 for mini, lr in zip(
                     mini_batches(batch, cfg.optim.mini_batch_size, cfg.optim.n_update, self.rng),
                     lrs,
@@ -227,8 +234,10 @@ class Trainer:
                 )
             ]
             metrics.update(_mean(steps))
-        with timer("kl"):  # measured KL(pi_old || pi_theta), mean over the update steps
-            self.kl.update(metrics.get("kl/k3", 0.0), n_steps=batch.size)
+            metrics["train/skipped_steps"] = sum(s.get("train/skipped_steps", 0.0) for s in steps)
+        with timer("kl"):  # the loss's declared KL(pi_old || pi_theta), mean over the steps
+            if loss_fn.trust_region_kl is not None:
+                self.kl.update(metrics[loss_fn.trust_region_kl], n_steps=batch.size)
         with timer("refit"):
             report = self._refit()
         self.iteration += 1
@@ -308,6 +317,7 @@ class Trainer:
             "eval_history": [[i, dict(m)] for i, m in self.eval_history],
             "source": source.state_dict() if hasattr(source, "state_dict") else None,
             "torch_rng": torch.get_rng_state(),
+            **({"reference": ref.state_dict()} if (ref := self.parts.reference) else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -323,6 +333,8 @@ class Trainer:
         self.sample_rng.setstate(_rng_state_from_plain(state["sample_rng"]))
         self.iteration = int(state["iteration"])
         self.eval_history = [(int(i), dict(m)) for i, m in state["eval_history"]]
+        if self.parts.reference is not None and "reference" in state:
+            self.parts.reference.load_state_dict(state["reference"])
         self._refit_to(self.iteration)
 
     def _refit_to(self, version: int) -> None:
@@ -473,6 +485,12 @@ def _summary(metrics: dict[str, float]) -> dict[str, str]:
         "refit/logprob_gap": "gap",
     }
     return {short: f"{metrics[k]:.3g}" for k, short in keys.items() if k in metrics}
+
+
+def _mismatch_inputs(batch: PolicyBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(pi_old, pi_engine logprobs, response mask) of a scored batch, for the mismatch metrics."""
+    e = batch.extras
+    return e["old_logprobs"], e["engine_logprobs"], batch.response_mask
 
 
 def _rng_state_to_plain(state: tuple) -> list:

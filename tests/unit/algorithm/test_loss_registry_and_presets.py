@@ -133,7 +133,7 @@ def test_a_preset_exists_for_every_loss_and_every_paper_ablation():
 def test_preset_builds_typed_loss_config_filter_and_kl_controller(path):
     cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     assert isinstance(cfg, dict)
-    assert set(cfg) <= {"loss", "kl", "filter", "rollout", "optim"}
+    assert set(cfg) <= {"loss", "kl", "filter", "rollout", "optim", "reference"}
     loss_fields = dict(cfg["loss"])
     spec = losses.get(loss_fields.pop("name"))
     built = spec.build_config(loss_fields)
