@@ -126,8 +126,8 @@ class Built:
 def build_components(cfg: TrainConfig, work_dir: Path) -> Built:
     from transformers import AutoTokenizer
 
+    from nemo_rence.arch import ArchSpec
     from nemo_rence.data.template import PromptConfig, encode_prompt, filter_by_length
-    from nemo_rence.policy.megatron.model import ArchSpec
     from nemo_rence.policy.megatron.optimizer import OptimizerSettings
     from nemo_rence.policy.megatron.parallel import init_parallel
     from nemo_rence.policy.megatron.policy import MegatronPolicy, MegatronPolicyConfig

@@ -1,7 +1,7 @@
 """Names and layouts of weights: Hugging Face <-> Megatron-Core, TP sharding, PP layer indices.
 
 This module is the single source of truth for how an HF decoder (Llama, Qwen2, Qwen3; see
-``policy.megatron.model.ArchSpec``) maps onto a megatron ``GPTModel``. Everything else
+``nemo_rence.arch.ArchSpec``) maps onto a megatron ``GPTModel``. Everything else
 (``checkpoint.hf``, ``checkpoint.dist``, the policy's ``export_weights``, refit) goes through it.
 
 Full tensors and global names
@@ -55,7 +55,7 @@ block of ``[gate; up]``. :func:`tp_shard` / :func:`tp_gather` implement this. Ex
 Vocabulary padding
 ------------------
 The embedding and output layer have ``arch.padded_vocab_size()`` rows (see
-``policy.megatron.model``); :func:`hf_to_megatron` appends zero rows, :func:`megatron_to_hf` drops
+``nemo_rence.arch``); :func:`hf_to_megatron` appends zero rows, :func:`megatron_to_hf` drops
 them. The output layer exists only when embeddings are untied; with tied embeddings and PP > 1,
 the last stage's ``output_layer.weight`` is a copy of the embedding (see
 ``checkpoint.hf.megatron_state_for_rank``) and :func:`megatron_to_hf` skips it.
@@ -74,7 +74,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nemo_rence.policy.megatron.model import ArchSpec
+from nemo_rence.arch import ArchSpec
 
 __all__ = [
     "SPECS",

@@ -53,9 +53,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from nemo_rence.arch import ArchSpec
 from nemo_rence.policy.interface import LossFn, Metrics, MicroBatch, PolicyBatch
 from nemo_rence.policy.megatron.logprobs import layout_logprobs
-from nemo_rence.policy.megatron.model import ArchSpec, build_gpt_model, resolve_spec
+from nemo_rence.policy.megatron.model import build_gpt_model, resolve_spec
 from nemo_rence.policy.megatron.optimizer import (
     OptimizerSettings,
     PolicyOptimizer,

@@ -7,9 +7,10 @@ import dataclasses
 import pytest
 import torch
 
+from nemo_rence.arch import ArchSpec
 from nemo_rence.checkpoint import mapping as M
 from nemo_rence.checkpoint.mapping import CheckpointError
-from nemo_rence.policy.megatron.model import ArchSpec, resolve_spec
+from nemo_rence.policy.megatron.model import resolve_spec
 from tests.distributed.workers.ckpt_common import FAMILIES, tiny_hf_config, tiny_hf_model
 
 ALL_FAMILIES = sorted(FAMILIES)
