@@ -99,8 +99,8 @@ def build_components(cfg: TrainConfig, work_dir: Path) -> Components:
     """Everything the trainer drives, in the order of the module docstring (collective)."""
     from transformers import AutoTokenizer
 
+    from nemo_rence.arch import ArchSpec
     from nemo_rence.data.template import PromptConfig, encode_prompt, filter_by_length
-    from nemo_rence.policy.megatron.model import ArchSpec
     from nemo_rence.policy.megatron.optimizer import OptimizerSettings
     from nemo_rence.policy.megatron.parallel import init_parallel, seed_all
     from nemo_rence.policy.megatron.policy import MegatronPolicy, MegatronPolicyConfig

@@ -11,7 +11,8 @@ is built::
     cfg.loss.params                                        # the loss's typed config
 
 The loss's own fields live in ``loss`` (a mapping validated by the loss registry's typed config),
-the prompt filter's in ``filter`` (:class:`nemo_rence.algorithm.filter.FilterConfig`).
+the prompt filter's in ``filter`` (:class:`nemo_rence.algorithm.filter.FilterConfig`), the
+trackers' in ``tracking`` (:class:`nemo_rence.infra.trackers.TrackingConfig`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 from nemo_rence.algorithm.correction import MODES as CORRECTION_MODES
 from nemo_rence.algorithm.correction import CorrectionConfig
 from nemo_rence.algorithm.filter import FilterConfig
+from nemo_rence.infra.trackers import TrackingConfig
 from nemo_rence.rewards.reward_fn import RewardConfig
 
 __all__ = [
@@ -313,57 +315,6 @@ class RunConfig:
         _positive("run", "keep_checkpoints", self.keep_checkpoints)
         _positive("run", "time_budget_min", self.time_budget_min, strict=False)
         _positive("run", "malloc_mmap_threshold_mb", self.malloc_mmap_threshold_mb, strict=False)
-
-
-@dataclass
-class WandbConfig:
-    """Weights & Biases settings (``pip install 'nemo-rence[wandb]'``)."""
-
-    project: str = "nemo-rence"
-    """W&B project."""
-    entity: str | None = None
-    """W&B entity (user or team); None: the account's default."""
-    mode: str = "offline"
-    """'offline' (files in <run_dir>/wandb, upload later with `wandb sync`) or 'online'."""
-
-    def __post_init__(self) -> None:
-        _one_of("tracking.wandb", "mode", self.mode, ["offline", "online"])
-
-
-@dataclass
-class MlflowConfig:
-    """MLflow settings (``pip install 'nemo-rence[mlflow]'``)."""
-
-    tracking_uri: str | None = None
-    """Tracking server or store; None: the local file store file:<run_dir>/mlruns."""
-    experiment: str = "nemo-rence"
-    """Experiment the run is filed under (created when missing)."""
-
-
-@dataclass
-class TrackingConfig:
-    """Experiment trackers besides metrics.jsonl and TensorBoard, which are always written."""
-
-    backends: tuple[str, ...] = ()
-    """Trackers to log to, any of 'mlflow', 'wandb' (e.g. tracking.backends=[wandb,mlflow])."""
-    run_name: str | None = None
-    """Run name shown by the trackers; None: the run directory's name."""
-    tags: tuple[str, ...] = ()
-    """Tags of the run (W&B tags; MLflow tags with an empty value)."""
-    wandb: WandbConfig = field(default_factory=WandbConfig)
-    """W&B settings, used when 'wandb' is in backends."""
-    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
-    """MLflow settings, used when 'mlflow' is in backends."""
-
-    def __post_init__(self) -> None:
-        from nemo_rence.infra.trackers import check_backends
-
-        if isinstance(self.backends, str):  # tracking.backends=wandb
-            self.backends = (self.backends,)
-        try:  # unknown names and missing packages fail here, before any model is built
-            check_backends(self.backends)
-        except ValueError as err:
-            raise ConfigError(f"tracking.backends: {err}") from err
 
 
 @dataclass(frozen=True)

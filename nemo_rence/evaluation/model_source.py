@@ -176,8 +176,9 @@ def materialize_hf_dir(source: ModelSource, work_dir: Path) -> Path:
     """An HF directory holding ``source``'s weights and tokenizer (converted for a run)."""
     if source.kind == "hf":
         return source.path
+    from nemo_rence.checkpoint.context import copy_tokenizer
     from nemo_rence.checkpoint.hf import read_hf_config
-    from nemo_rence.checkpoint.nemo import copy_tokenizer, import_nemo
+    from nemo_rence.checkpoint.nemo import import_nemo
 
     assert source.base_dir is not None
     out = work_dir / f"hf-{source.path.name}"

@@ -53,6 +53,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from nemo_rence.arch import ArchSpec
 from nemo_rence.policy.interface import (
     LossFn,
     Metrics,
@@ -61,7 +62,7 @@ from nemo_rence.policy.interface import (
     metric_reduction,
 )
 from nemo_rence.policy.megatron.logprobs import layout_logprobs
-from nemo_rence.policy.megatron.model import ArchSpec, build_gpt_model, resolve_spec
+from nemo_rence.policy.megatron.model import build_gpt_model, resolve_spec
 from nemo_rence.policy.megatron.optimizer import (
     OptimizerSettings,
     PolicyOptimizer,

@@ -11,8 +11,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from nemo_rence.arch import ArchSpec
 from nemo_rence.policy.interface import MicroBatch, PolicyBatch, algorithm_loss
-from nemo_rence.policy.megatron.model import ArchSpec
 from nemo_rence.policy.megatron.optimizer import OptimizerSettings
 from nemo_rence.policy.megatron.policy import MegatronPolicyConfig
 
