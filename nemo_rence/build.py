@@ -98,10 +98,11 @@ def build_engine(cfg: TrainConfig, hf_dir: Path, tokenizer: Any, eos_ids: tuple[
         from nemo_rence.rollout.vllm_engine import VLLMConfig, VLLMEngine
 
         dtype = "float32" if not torch.cuda.is_available() else "bfloat16"
-        return VLLMEngine(
+        return VLLMEngine(  # its own process, outside this rank's torch.distributed world
             VLLMConfig(
                 model_dir=str(hf_dir),
                 dtype=dtype,
+                tensor_parallel_size=cfg.rollout.tensor_parallel,
                 max_model_len=cfg.data.max_prompt_tokens + cfg.rollout.max_new_tokens,
                 seed=cfg.run.seed,
                 kv_cache_memory_bytes=None if torch.cuda.is_available() else 2 * 2**30,
@@ -109,7 +110,14 @@ def build_engine(cfg: TrainConfig, hf_dir: Path, tokenizer: Any, eos_ids: tuple[
         )
     from nemo_rence.rollout.trtllm_engine import TRTLLMConfig, TRTLLMEngine
 
-    return TRTLLMEngine(TRTLLMConfig(model_dir=str(hf_dir)))
+    return TRTLLMEngine(
+        TRTLLMConfig(
+            model_dir=str(hf_dir),
+            eos_token_ids=eos_ids,
+            pad_token_id=tokenizer.pad_token_id,
+            tensor_parallel_size=cfg.rollout.tensor_parallel,
+        )
+    )
 
 
 @dataclass
