@@ -23,6 +23,7 @@ PLATFORM=(--python-version 3.12 --implementation cp --abi cp312
 # package==version   why
 WHEELS=(
   megatron-core==0.16.1             # the policy (containers/versions.env)
+  packaging==25.0                   # megatron-core needs >= 24.2 (the machine's may be older)
   hydra-core==1.3.2                 # config composition
   omegaconf==2.3.0                  # hydra
   math-verify==0.9.0                # the grader
