@@ -14,7 +14,12 @@ init, a full-vocabulary ``log_softmax`` + gather of the response tokens, the sam
 the sequence sums, backward and ``torch.optim.AdamW`` (what a TRL-style trainer does per step).
 
 Usage: python bench/train_step.py [--groups 1] [--k 4] [--prompt 32] [--response 96] [--reps 2]
+                                  [--dtype fp32|bf16]
 Prints one JSON object. Threads: ``--threads`` intra-op threads, OMP_WAIT_POLICY=PASSIVE.
+On a CUDA device (used whenever present) it also reports the peak allocated GPU memory and the
+model FLOPs utilisation, MFU = 6 * N * tokens / (step seconds * peak FLOP/s) (N: parameters,
+embedding counted once; attention FLOPs left out, so MFU is a lower bound), with the device's
+dense peak from ``--peak-tflops`` or a table of known GPUs.
 """
 
 from __future__ import annotations
@@ -65,17 +70,42 @@ def make_batch(groups: int, k: int, prompt: int, response: int) -> PolicyBatch:
     )
 
 
+PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "H800": 989.4, "A100": 312.0, "L40S": 362.1}
+"""Dense bf16 peak TFLOP/s by GPU name (NVIDIA data sheets, without sparsity)."""
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def _timed(fn, reps: int) -> float:
     fn()  # warm-up
+    _sync()
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
         fn()
+        _sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
-def bench_policy(batch: PolicyBatch, reps: int, layout: str) -> dict:
+def peak_tflops(override: float | None) -> float | None:
+    """The device's dense bf16 peak (``--peak-tflops`` first, then the table); None on CPU."""
+    if override:
+        return override
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def model_params(policy) -> int:
+    return sum(p.numel() for p in policy.model.parameters())
+
+
+def bench_policy(batch: PolicyBatch, reps: int, layout: str, dtype=torch.float32) -> dict:
     from nemo_rence.policy.megatron.parallel import init_parallel, teardown
     from nemo_rence.policy.megatron.policy import MegatronPolicy, MegatronPolicyConfig
 
@@ -83,14 +113,21 @@ def bench_policy(batch: PolicyBatch, reps: int, layout: str) -> dict:
     init_parallel(1, 1, seed=0)
     policy = MegatronPolicy(
         SMOLLM2_135M,
-        MegatronPolicyConfig(micro_batch_size=batch.size, spec="local", layout=layout),
+        MegatronPolicyConfig(
+            micro_batch_size=batch.size, spec="local", layout=layout, params_dtype=dtype
+        ),
     )
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     lp = policy.logprobs(batch)
     batch.extras["old_logprobs"] = lp
     loss_fn = algorithm_loss("rence", {}, kl_coef=0.001)
     t_lp = _timed(lambda: policy.logprobs(batch), reps)
     t_step = _timed(lambda: policy.train_step(batch, loss_fn), reps)
-    return {"logprobs_s": t_lp, "train_step_s": t_step}
+    out = {"logprobs_s": t_lp, "train_step_s": t_step, "params": model_params(policy)}
+    if torch.cuda.is_available():
+        out["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    return out
 
 
 def bench_hf_peer(batch: PolicyBatch, reps: int) -> dict:
@@ -150,6 +187,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    ap.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU")
     ap.add_argument(
         "--layouts",
         default="rollout,shared_prefix",
@@ -163,7 +202,7 @@ def main() -> None:
     response_tokens = batch.num_tokens()
     out: dict = {
         "benchmark": "train_step",
-        "model": "SmolLM2-135M shape (random init), fp32, megatron local spec, TP=PP=DP=1",
+        "model": "SmolLM2-135M shape (random init), megatron local spec, TP=PP=DP=1",
         "rollouts": batch.size,
         "tokens": tokens,
         "response_tokens": response_tokens,
@@ -172,10 +211,18 @@ def main() -> None:
             "OMP_WAIT_POLICY": os.environ["OMP_WAIT_POLICY"],
         },
     }
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    out["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    out["dtype"] = args.dtype
     runs = {
-        f"nemo_rence_{layout}": bench_policy(batch, args.reps, layout)
+        f"nemo_rence_{layout}": bench_policy(batch, args.reps, layout, dtype)
         for layout in args.layouts.split(",")
     }
+    peak = peak_tflops(args.peak_tflops)
+    for r in runs.values():
+        if peak and "params" in r:
+            # 6 N T: forward + backward of every parameter, per token of the batch
+            r["mfu"] = round(6 * r["params"] * tokens / r["train_step_s"] / (peak * 1e12), 4)
     if not args.no_peer:
         runs["hf_transformers_peer"] = bench_hf_peer(batch, args.reps)
     for r in runs.values():

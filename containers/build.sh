@@ -2,11 +2,19 @@
 # Build the image and (optionally) import it as an Enroot squashfs for Pyxis.
 #   containers/build.sh [--tag nemo-rence:0.1.0] [--sqsh /lustre/images/nemo-rence.sqsh]
 #                       [--build-arg KEY=VALUE ...]
-# Needs docker (or podman via DOCKER=podman); the .sqsh step needs enroot (containers/enroot_import.sh).
+# The versions come from containers/versions.env (the version matrix); a --build-arg given here
+# overrides one of them. Needs docker (or podman via DOCKER=podman); the .sqsh step needs enroot
+# (containers/enroot_import.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TAG=nemo-rence:0.1.0 SQSH="" DOCKER=${DOCKER:-docker}
-BUILD_ARGS=()
+# shellcheck source=containers/versions.env
+source containers/versions.env
+BUILD_ARGS=(
+  --build-arg "BASE_IMAGE=$NGC_PYTORCH_IMAGE" --build-arg "TRTLLM_VERSION=$TRTLLM_VERSION"
+  --build-arg "RAY_VERSION=$RAY_VERSION" --build-arg "MEGATRON_CORE_VERSION=$MEGATRON_CORE_VERSION"
+  --build-arg "TRANSFORMERS_VERSION=$TRANSFORMERS_VERSION"
+)
 while [ $# -gt 0 ]; do
   case "$1" in
     --tag) TAG=$2; shift 2 ;;

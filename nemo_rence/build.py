@@ -16,6 +16,7 @@ it and ``Components.close()`` releases the grader's workers.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,9 @@ from nemo_rence.data.source import PromptSource
 from nemo_rence.infra.distributed import barrier
 from nemo_rence.loop import Components
 from nemo_rence.model_sources import resolve_model_dir
+from nemo_rence.registry import Registry
 
-__all__ = ["build_components", "build_engine", "resolve_eos_ids"]
+__all__ = ["ENGINES", "build_components", "build_engine", "resolve_eos_ids"]
 
 
 def _datasets(cfg: TrainConfig) -> tuple[list[PromptRecord], list[PromptRecord]]:
@@ -62,37 +64,66 @@ def resolve_eos_ids(hf_dir: Path, tokenizer: Any) -> tuple[int, ...]:
     return tuple(int(e) for e in eos) if isinstance(eos, list | tuple) else (int(eos),)
 
 
-def build_engine(cfg: TrainConfig, hf_dir: Path, tokenizer: Any, eos_ids: tuple[int, ...]) -> Any:
-    """The rollout engine named by ``rollout.engine``, on the same starting weights as the policy."""
-    engine = cfg.rollout.engine
-    if engine == "hf":
-        from transformers import AutoModelForCausalLM
+EngineBuilder = Callable[[TrainConfig, Path, Any, tuple[int, ...]], Any]
+"""``(config, HF dir, tokenizer, eos ids) -> GenerationEngine``."""
 
-        from nemo_rence.rollout.hf_engine import HFEngine
+ENGINES: Registry[EngineBuilder] = Registry("rollout.engine")
+"""The rollout engines by ``rollout.engine``; :data:`nemo_rence.config.ENGINE_NAMES` lists them
+for the config check (kept equal by a test)."""
 
-        model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
-        return HFEngine(
-            model,
-            eos_token_ids=eos_ids,
-            pad_token_id=tokenizer.pad_token_id or 0,
-            share_weights=True,  # in process with the policy: refits hand over its tensors
+
+@ENGINES.register("hf")
+def _hf_engine(cfg: TrainConfig, hf_dir: Path, tokenizer: Any, eos_ids: tuple[int, ...]) -> Any:
+    """transformers' generate on the policy's own tensors (CPU default)."""
+    from transformers import AutoModelForCausalLM
+
+    from nemo_rence.rollout.hf_engine import HFEngine
+
+    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
+    return HFEngine(
+        model,
+        eos_token_ids=eos_ids,
+        pad_token_id=tokenizer.pad_token_id or 0,
+        share_weights=True,  # in process with the policy: refits hand over its tensors
+    )
+
+
+@ENGINES.register("vllm")
+def _vllm_engine(cfg: TrainConfig, hf_dir: Path, tokenizer: Any, eos_ids: tuple[int, ...]) -> Any:
+    """vLLM in its own process, outside this rank's torch.distributed world."""
+    from nemo_rence.rollout.vllm_engine import VLLMConfig, VLLMEngine
+
+    dtype = "float32" if not torch.cuda.is_available() else "bfloat16"
+    return VLLMEngine(
+        VLLMConfig(
+            model_dir=str(hf_dir),
+            dtype=dtype,
+            tensor_parallel_size=cfg.rollout.tensor_parallel,
+            max_model_len=cfg.data.max_prompt_tokens + cfg.rollout.max_new_tokens,
+            seed=cfg.run.seed,
+            kv_cache_memory_bytes=None if torch.cuda.is_available() else 2 * 2**30,
         )
-    if engine == "vllm":
-        from nemo_rence.rollout.vllm_engine import VLLMConfig, VLLMEngine
+    )
 
-        dtype = "float32" if not torch.cuda.is_available() else "bfloat16"
-        return VLLMEngine(
-            VLLMConfig(
-                model_dir=str(hf_dir),
-                dtype=dtype,
-                max_model_len=cfg.data.max_prompt_tokens + cfg.rollout.max_new_tokens,
-                seed=cfg.run.seed,
-                kv_cache_memory_bytes=None if torch.cuda.is_available() else 2 * 2**30,
-            )
-        )
+
+@ENGINES.register("trtllm")
+def _trtllm_engine(cfg: TrainConfig, hf_dir: Path, tokenizer: Any, eos_ids: tuple[int, ...]) -> Any:
+    """TensorRT-LLM's LLM API (GPU): weights updated in place every iteration."""
     from nemo_rence.rollout.trtllm_engine import TRTLLMConfig, TRTLLMEngine
 
-    return TRTLLMEngine(TRTLLMConfig(model_dir=str(hf_dir)))
+    return TRTLLMEngine(
+        TRTLLMConfig(
+            model_dir=str(hf_dir),
+            eos_token_ids=eos_ids,
+            pad_token_id=tokenizer.pad_token_id,
+            tensor_parallel_size=cfg.rollout.tensor_parallel,
+        )
+    )
+
+
+def build_engine(cfg: TrainConfig, hf_dir: Path, tokenizer: Any, eos_ids: tuple[int, ...]) -> Any:
+    """The rollout engine named by ``rollout.engine``, on the same starting weights as the policy."""
+    return ENGINES.get(cfg.rollout.engine)(cfg, hf_dir, tokenizer, eos_ids)
 
 
 def build_components(cfg: TrainConfig, work_dir: Path) -> Components:
@@ -101,7 +132,6 @@ def build_components(cfg: TrainConfig, work_dir: Path) -> Components:
 
     from nemo_rence.arch import ArchSpec
     from nemo_rence.data.template import PromptConfig, encode_prompt, filter_by_length
-    from nemo_rence.policy.megatron.optimizer import OptimizerSettings
     from nemo_rence.policy.megatron.parallel import init_parallel, seed_all
     from nemo_rence.policy.megatron.policy import MegatronPolicy, MegatronPolicyConfig
     from nemo_rence.policy.reference import build_reference
@@ -148,22 +178,7 @@ def build_components(cfg: TrainConfig, work_dir: Path) -> Components:
     seed_all(cfg.run.seed)
     hf_config = json.loads((hf_dir / "config.json").read_text())
     arch = ArchSpec.from_hf_config(hf_config)
-    o = cfg.optim
-    policy = MegatronPolicy(
-        arch,
-        MegatronPolicyConfig(
-            micro_batch_size=cfg.rollout.group_size * cfg.policy.micro_batch_groups,
-            temperature=cfg.rollout.temperature,
-            params_dtype=dtype,
-            recompute="full" if cfg.policy.recompute else None,
-            sequence_parallel=cfg.policy.sequence_parallel,
-            layout=cfg.policy.layout,
-            max_skipped_steps=o.max_skipped_steps,
-            optimizer=OptimizerSettings(
-                lr=o.lr, betas=o.betas, weight_decay=o.weight_decay, clip_grad=o.grad_clip
-            ),
-        ),
-    )
+    policy = MegatronPolicy(arch, MegatronPolicyConfig.from_train_config(cfg, dtype))
     policy.load_hf(hf_dir)
     reference = build_reference(cfg, policy)  # only for a loss that declares it needs one
 

@@ -33,6 +33,7 @@ from nemo_rence.rewards.reward_fn import RewardConfig
 
 __all__ = [
     "CONF_DIR",
+    "ENGINE_NAMES",
     "ConfigError",
     "DataConfig",
     "KLConfig",
@@ -50,6 +51,11 @@ __all__ = [
 ]
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+ENGINE_NAMES = ("hf", "trtllm", "vllm")
+"""``rollout.engine`` choices: the names of :data:`nemo_rence.build.ENGINES` (which imports torch;
+the config check must not), kept equal by a test."""
 
 
 class ConfigError(ValueError):
@@ -151,9 +157,18 @@ class RolloutConfig:
     grades it like any other (the paper, whose 6656-token limit is rarely hit); a number, e.g. 0,
     replaces its grade: an unfinished response has no final answer to box (a hard form of DAPO's
     overlong penalty). Held-out evaluation always grades what was written."""
+    tensor_parallel: int = 1
+    """Tensor-parallel size of each rollout engine replica ('vllm' and 'trtllm'; independent of
+    ``policy.tensor_parallel``). The 'hf' engine runs in the trainer's process and takes 1 only."""
 
     def __post_init__(self) -> None:
-        _one_of("rollout", "engine", self.engine, ["hf", "vllm", "trtllm"])
+        _one_of("rollout", "engine", self.engine, ENGINE_NAMES)
+        _positive("rollout", "tensor_parallel", self.tensor_parallel)
+        if self.engine == "hf" and self.tensor_parallel != 1:
+            raise ConfigError(
+                f"rollout.tensor_parallel={self.tensor_parallel} needs rollout.engine=vllm or "
+                "trtllm: the hf engine runs unsharded in the trainer's process (set 1)"
+            )
         if self.group_size < 2:
             raise ConfigError(f"rollout.group_size must be >= 2, got {self.group_size}")
         _positive("rollout", "temperature", self.temperature)
@@ -174,7 +189,9 @@ class KLConfig:
     """Horizon of the adaptive controller (paper: 25600)."""
 
     def __post_init__(self) -> None:
-        _one_of("kl", "controller", self.controller, ["adaptive", "fixed"])
+        from nemo_rence.algorithm.kl import available_controllers
+
+        _one_of("kl", "controller", self.controller, available_controllers())
         _positive("kl", "init", self.init, strict=False)
 
 
@@ -242,6 +259,12 @@ class PolicyConfig:
     prompt's tokens run once per group instead of K times; 'rollout' one row per rollout;
     'auto' the one with fewer FLOPs per micro-batch (shared prefixes need the local layer spec:
     TE runs use 'rollout'). Results are the same up to fp32 rounding."""
+    fp8: str = "none"
+    """FP8 training of the transformer layers through Transformer Engine: 'none', 'e4m3' (E4M3
+    in forward and backward) or 'hybrid' (E4M3 forward, E5M2 gradients; the usual choice on
+    H100/H200). Needs a CUDA GPU with Transformer Engine (the TE layer spec), bf16 parameters and
+    the 'rollout' layout; micro-batch sequences are padded to a multiple of 16 (x TP under
+    sequence parallelism) for TE's FP8 GEMMs."""
 
     def __post_init__(self) -> None:
         _positive("policy", "tensor_parallel", self.tensor_parallel)
@@ -249,6 +272,17 @@ class PolicyConfig:
         _positive("policy", "micro_batch_groups", self.micro_batch_groups)
         _one_of("policy", "precision", self.precision, ["auto", "fp32", "bf16"])
         _one_of("policy", "layout", self.layout, ["auto", "shared_prefix", "rollout"])
+        _one_of("policy", "fp8", self.fp8, ["none", "e4m3", "hybrid"])
+        if self.fp8 != "none" and self.precision == "fp32":
+            raise ConfigError(
+                f"policy.fp8={self.fp8!r} needs bf16 parameters (policy.precision=bf16 or auto on "
+                "a GPU), got policy.precision='fp32'"
+            )
+        if self.fp8 != "none" and self.layout == "shared_prefix":
+            raise ConfigError(
+                f"policy.fp8={self.fp8!r} runs on the Transformer Engine layer spec, whose "
+                "attention takes causal masks only: use policy.layout=auto or rollout"
+            )
         if self.sequence_parallel and self.tensor_parallel < 2:
             raise ConfigError(
                 "policy.sequence_parallel needs policy.tensor_parallel > 1 (it splits the "

@@ -31,7 +31,7 @@ import torch
 
 from nemo_rence.algorithm.correction import mismatch_metrics
 from nemo_rence.algorithm.filter import PromptFilter, ScoredGroup, SearchInterrupted
-from nemo_rence.algorithm.kl import build_controller
+from nemo_rence.algorithm.kl import controller_from_config
 from nemo_rence.batching import (
     groups_to_policy_batch,
     mini_batches,
@@ -125,11 +125,7 @@ class Trainer:
         self.filter = PromptFilter(
             cfg.filter, parts.source, to_plain=group_to_plain, from_plain=group_from_plain
         )
-        kl = cfg.kl
-        kl_args: dict[str, Any] = {"init": kl.init}
-        if kl.controller == "adaptive":
-            kl_args.update(target=kl.target, horizon=kl.horizon)
-        self.kl = build_controller(kl.controller, **kl_args)
+        self.kl = controller_from_config(cfg.kl)
         o = cfg.optim
         self.lr_schedule = LRSchedule(
             lr=o.lr,

@@ -6,6 +6,9 @@
 #     --nodes N              nodes (default 1)
 #     --gpus-per-node G      GPUs and tasks per node (default 8); 0: CPU job
 #     --ntasks-per-node T    tasks per node (default: G, or 2 for a CPU job)
+#     --cpus-per-task C      CPU cores per task (default: 8 with GPUs: each rank's rollout
+#                            engine workers and reward-grader pool need cores of their own;
+#                            1 for a CPU job)
 #     --time HH:MM:SS        time limit (default 04:00:00); the trainer gets SIGUSR1 120 s before
 #     --container IMAGE      pyxis image (.sqsh or registry image); bare metal when omitted
 #     --mounts A:B[,C:D]     extra container mounts
@@ -16,7 +19,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
-RUN_DIR="" NODES=1 GPUS=8 TASKS="" TIME=04:00:00 IMAGE="" MOUNTS="" ENTRY="nemo-rence train"
+RUN_DIR="" NODES=1 GPUS=8 TASKS="" CPUS_PER_TASK="" TIME=04:00:00 IMAGE="" MOUNTS="" ENTRY="nemo-rence train"
 NAME=nemo-rence DRY=0
 EXTRA=()
 while [ $# -gt 0 ]; do
@@ -25,6 +28,7 @@ while [ $# -gt 0 ]; do
     --nodes) NODES=$2; shift 2 ;;
     --gpus-per-node) GPUS=$2; shift 2 ;;
     --ntasks-per-node) TASKS=$2; shift 2 ;;
+    --cpus-per-task) CPUS_PER_TASK=$2; shift 2 ;;
     --time) TIME=$2; shift 2 ;;
     --container) IMAGE=$2; shift 2 ;;
     --mounts) MOUNTS=$2; shift 2 ;;
@@ -44,12 +48,14 @@ mkdir -p "$RUN_DIR/logs"
 
 if [ "$GPUS" -gt 0 ]; then
   TASKS=${TASKS:-$GPUS}
+  CPUS_PER_TASK=${CPUS_PER_TASK:-8}
   EXTRA+=("--gpus-per-node=$GPUS" "--exclusive")
 else
   TASKS=${TASKS:-2}
+  CPUS_PER_TASK=${CPUS_PER_TASK:-1}
 fi
 ARGS=(--parsable --job-name="$NAME" --nodes="$NODES" --ntasks-per-node="$TASKS"
-      --cpus-per-task=1 --time="$TIME" --output="$RUN_DIR/logs/slurm-%j.out"
+      --cpus-per-task="$CPUS_PER_TASK" --time="$TIME" --output="$RUN_DIR/logs/slurm-%j.out"
       --chdir="$RUN_DIR" "${EXTRA[@]}")
 
 # The job reads these from its environment (sbatch exports the submitting environment).

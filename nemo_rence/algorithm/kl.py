@@ -20,6 +20,7 @@ Shapes: estimators are elementwise, any shape ([N, T] per-token logprobs in prac
 from __future__ import annotations
 
 import abc
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -220,6 +221,16 @@ def build_controller(name: str, **kwargs: Any) -> KLController:
         return factory(**kwargs)
     except TypeError as exc:
         raise ValueError(f"bad arguments for KL controller {name!r}: {exc}") from None
+
+
+def controller_from_config(cfg: Any) -> KLController:
+    """The controller ``cfg.controller`` names, given the fields of ``cfg`` (a ``KLConfig``)
+    that its factory takes (``fixed`` reads ``init``; ``adaptive`` also ``target``, ``horizon``)."""
+    factory = _CONTROLLERS.get(cfg.controller)
+    if factory is None:
+        return build_controller(cfg.controller)  # raises, listing the names
+    wanted = inspect.signature(factory).parameters
+    return factory(**{name: getattr(cfg, name) for name in wanted if hasattr(cfg, name)})
 
 
 def available_controllers() -> list[str]:

@@ -35,3 +35,28 @@ def test_the_reward_section_sets_the_grader_and_conspo_uses_the_binary_reward():
     assert (cfg.reward.grader().num_workers, cfg.reward.grader().timeout_s) == (2, 3.0)
     with pytest.raises(ConfigError, match=r"reward\.mode must be one of \['paper', 'binary'\]"):
         compose(["reward.mode=ternary"])
+
+
+def test_the_config_check_and_the_engine_registry_name_the_same_engines():
+    from nemo_rence.build import ENGINES
+    from nemo_rence.config import ENGINE_NAMES
+
+    assert sorted(ENGINE_NAMES) == ENGINES.names() == ["hf", "trtllm", "vllm"]
+    with pytest.raises(ConfigError, match=r"rollout\.engine must be one of"):
+        compose(["rollout.engine=sglang"])
+
+
+def test_the_kl_controller_is_built_from_its_config_section_by_name():
+    from nemo_rence.algorithm.kl import (
+        AdaptiveKLController,
+        FixedKLController,
+        controller_from_config,
+    )
+
+    adaptive = controller_from_config(compose(["kl.target=0.02", "kl.horizon=100"]).kl)
+    assert isinstance(adaptive, AdaptiveKLController)
+    assert (adaptive.target, adaptive.horizon) == (0.02, 100)
+    fixed = controller_from_config(compose(["kl.controller=fixed", "kl.init=0.3"]).kl)
+    assert isinstance(fixed, FixedKLController) and fixed.value == 0.3
+    with pytest.raises(ConfigError, match=r"kl\.controller must be one of \['adaptive', 'fixed'\]"):
+        compose(["kl.controller=pid"])

@@ -40,9 +40,19 @@ __all__ = [
     "SequenceParallelRMSNorm",
     "build_gpt_model",
     "build_transformer_config",
+    "check_fp8",
     "resolve_spec",
     "rope_inv_freq",
+    "sequence_pad_multiple",
 ]
+
+FP8_RECIPES = ("e4m3", "hybrid")
+"""``TransformerConfig.fp8`` values: E4M3 everywhere, or E4M3 forward / E5M2 gradients."""
+FP8_SEQUENCE_MULTIPLE = 16
+"""Under FP8 the sequence of every micro-batch is padded to a multiple of this: Transformer
+Engine's FP8 GEMMs need the product of an input's leading dims divisible by 8 and its last dim by
+16 (``transformer_engine/pytorch/utils.py``, ``assert_dim_for_fp8_exec``); the activations are
+``[S, B, h]``, so ``S % 16 == 0`` makes ``S * B`` a multiple of 8 (and 16) for every ``B``."""
 
 
 def rope_inv_freq(arch: ArchSpec) -> torch.Tensor:
@@ -86,6 +96,55 @@ def resolve_spec(spec: str) -> str:
             "(pip install 'nemo-rence[gpu]') or use spec='local'"
         )
     return spec
+
+
+def check_fp8(fp8: str | None, spec: str, arch: ArchSpec | None = None, tp: int = 1) -> None:
+    """Raise ``ConfigError`` (naming ``policy.fp8``) when FP8 cannot run: it needs the Transformer
+    Engine layer spec (a CUDA GPU with TE; never on CPU) and hidden / FFN / attention widths per
+    TP shard that are multiples of 16 (TE's FP8 GEMM constraint on the last dim)."""
+    from nemo_rence.config import ConfigError
+
+    if fp8 is None:
+        return
+    if fp8 not in FP8_RECIPES:
+        raise ConfigError(f"policy.fp8 must be one of ['none', 'e4m3', 'hybrid'], got {fp8!r}")
+    if spec != "te":
+        where = (
+            "this machine has no CUDA GPU"
+            if not torch.cuda.is_available()
+            else ("the layer spec is 'local'")
+        )
+        raise ConfigError(
+            f"policy.fp8={fp8!r} needs the Transformer Engine layer spec (a CUDA GPU with "
+            f"Transformer Engine installed), but {where}: set policy.fp8=none"
+        )
+    if arch is not None:
+        widths = {
+            "hidden_size": arch.hidden_size,
+            "intermediate_size / TP": arch.ffn_hidden_size // tp,
+            "attention width (heads x head_dim) / TP": arch.num_attention_heads
+            * arch.head_dim
+            // tp,
+        }
+        bad = {k: v for k, v in widths.items() if v % 16}
+        if bad:
+            raise ConfigError(
+                f"policy.fp8={fp8!r}: Transformer Engine's FP8 GEMMs need these widths to be "
+                f"multiples of 16, got {bad}: set policy.fp8=none"
+            )
+
+
+def sequence_pad_multiple(tp: int, sequence_parallel: bool, fp8: str | None) -> int:
+    """The multiple the micro-batch sequence length ``S`` is padded to.
+
+    Sequence parallelism splits ``S`` over the ``tp`` ranks (``S % tp == 0``); FP8 needs each
+    rank's ``S`` a multiple of :data:`FP8_SEQUENCE_MULTIPLE`, i.e. ``16 * tp`` under sequence
+    parallelism and 16 without it. Causal attention: trailing padding changes no earlier position.
+    """
+    multiple = tp if sequence_parallel else 1
+    if fp8 is not None:
+        multiple *= FP8_SEQUENCE_MULTIPLE
+    return multiple
 
 
 def build_transformer_config(
@@ -259,8 +318,7 @@ def build_gpt_model(
     from megatron.core.models.gpt import GPTModel
 
     spec = resolve_spec(spec)
-    if fp8 is not None and spec != "te":
-        raise ValueError("fp8 needs the Transformer Engine layer spec (spec='te' on a GPU)")
+    check_fp8(fp8, spec, arch, parallel_state.get_tensor_model_parallel_world_size())
     config = build_transformer_config(
         arch,
         params_dtype=params_dtype,

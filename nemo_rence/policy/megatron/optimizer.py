@@ -17,7 +17,12 @@ data-parallel replicas hold identical gradients and are not summed. This is what
   optimizer wrappers assert CUDA tensors). Weight decay is applied to matrices only (not to
   norms or biases), as in Megatron-LM.
 * GPU: :func:`build_megatron_optimizer` - ``get_megatron_optimizer`` with the distributed
-  optimizer (fp32 main params and Adam state sharded over DP ranks, bf16 model params).
+  optimizer (fp32 main params and Adam state sharded over DP ranks, bf16 model params). Norms and
+  biases get no weight decay there either (:func:`no_weight_decay`): megatron-core 0.16.1 marks
+  them with ``wd_mult=0`` in their parameter group (``config_overrides``), but only its
+  ``OptimizerParamScheduler`` turns that into the group's ``weight_decay`` (torch's Adam reads
+  ``weight_decay`` only), and this path does not use the scheduler: the adapter sets
+  ``weight_decay = settings.weight_decay * wd_mult`` per group itself, as the scheduler would.
 
 Both expose ``step() -> grad_norm`` (pre-clip), ``zero_grad()``, checkpoint state in the form
 ``checkpoint.dist`` saves (plain per rank on CPU, sharded on GPU) and ``reload_model_params()``
@@ -43,6 +48,8 @@ __all__ = [
     "build_optimizer",
     "global_grad_norm",
     "grads_for_norm",
+    "no_weight_decay",
+    "weight_decay_overrides",
 ]
 
 
@@ -96,6 +103,27 @@ class PolicyOptimizer(Protocol):
     def reload_model_params(self) -> None:
         """Re-read the model parameters after they were overwritten (weights loaded)."""
         ...
+
+
+def no_weight_decay(name: str, param: torch.Tensor) -> bool:
+    """True for the parameters that take no weight decay: norms and biases (1-D tensors, or names
+    ending in ``.bias``), the rule of Megatron-LM and of :class:`CpuAdamW`."""
+    return param.dim() <= 1 or name.endswith(".bias")
+
+
+def weight_decay_overrides() -> dict[Any, Any]:
+    """megatron-core 0.16.1 ``config_overrides`` for ``get_megatron_optimizer``: the parameters
+    :func:`no_weight_decay` selects form their own groups with ``wd_mult=0``
+    (``megatron/core/optimizer/__init__.py``: ``_get_param_groups``; ``ParamKey`` /
+    ``ParamWithNamePredicate`` in ``optimizer_config.py``)."""
+    from megatron.core.optimizer import ParamKey, ParamWithNamePredicate
+
+    key = ParamKey(
+        with_name_predicate=ParamWithNamePredicate(
+            name="no_weight_decay", fn=lambda param, name: no_weight_decay(name, param)
+        )
+    )
+    return {key: {"wd_mult": 0.0}}
 
 
 def _main_grad(p: nn.Parameter) -> torch.Tensor | None:
@@ -205,10 +233,20 @@ class CpuAdamW:
 
 
 class _MegatronOptimizerAdapter:
-    """Gives a ``MegatronOptimizer`` the :class:`PolicyOptimizer` interface."""
+    """Gives a ``MegatronOptimizer`` the :class:`PolicyOptimizer` interface.
 
-    def __init__(self, optimizer: Any) -> None:
+    ``weight_decay`` is applied per parameter group as ``weight_decay * wd_mult`` (what
+    megatron's ``OptimizerParamScheduler.step`` does; see the module docstring).
+    """
+
+    def __init__(self, optimizer: Any, weight_decay: float = 0.0) -> None:
         self.optimizer = optimizer
+        self.weight_decay = weight_decay
+        self._apply_weight_decay()
+
+    def _apply_weight_decay(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["weight_decay"] = self.weight_decay * group.get("wd_mult", 1.0)
 
     def step(self) -> float:
         ok, grad_norm, _ = self.optimizer.step()
@@ -238,6 +276,7 @@ class _MegatronOptimizerAdapter:
 
     def load_checkpoint_state(self, state: Mapping[str, Any]) -> None:
         self.optimizer.load_state_dict(dict(state))
+        self._apply_weight_decay()  # a checkpoint from before this rule must not bring it back
 
     def reload_model_params(self) -> None:
         self.optimizer.reload_model_params()
@@ -264,7 +303,10 @@ def build_megatron_optimizer(
         params_dtype=params_dtype,
         use_distributed_optimizer=True,
     )
-    return _MegatronOptimizerAdapter(get_megatron_optimizer(config, [ddp_model]))
+    optimizer = get_megatron_optimizer(
+        config, [ddp_model], config_overrides=weight_decay_overrides()
+    )
+    return _MegatronOptimizerAdapter(optimizer, settings.weight_decay)
 
 
 def build_optimizer(

@@ -62,7 +62,12 @@ from nemo_rence.policy.interface import (
     metric_reduction,
 )
 from nemo_rence.policy.megatron.logprobs import layout_logprobs
-from nemo_rence.policy.megatron.model import build_gpt_model, resolve_spec
+from nemo_rence.policy.megatron.model import (
+    build_gpt_model,
+    check_fp8,
+    resolve_spec,
+    sequence_pad_multiple,
+)
 from nemo_rence.policy.megatron.optimizer import (
     OptimizerSettings,
     PolicyOptimizer,
@@ -99,7 +104,10 @@ class MegatronPolicyConfig:
     spec: str = "auto"
     """Layer spec: ``'te'``, ``'local'`` or ``'auto'`` (TE on GPU when installed)."""
     fp8: str | None = None
-    """``None`` | ``'e4m3'`` | ``'hybrid'`` (TE only)."""
+    """``None`` | ``'e4m3'`` | ``'hybrid'`` (``policy.fp8``): FP8 transformer layers through
+    Transformer Engine (TE spec only, else a ``ConfigError``); micro-batch sequences are then
+    padded to a multiple of 16 (x TP under sequence parallelism), see
+    ``model.sequence_pad_multiple``."""
     recompute: str | None = None
     """Activation recomputation: ``None`` | ``'selective'`` | ``'full'``."""
     sequence_parallel: bool = False
@@ -127,6 +135,30 @@ class MegatronPolicyConfig:
             raise ValueError(f"layout must be one of {list(LAYOUTS)}, got {self.layout!r}")
         if self.max_skipped_steps < 1:
             raise ValueError(f"max_skipped_steps must be >= 1, got {self.max_skipped_steps}")
+
+    @classmethod
+    def from_train_config(cls, cfg: Any, params_dtype: torch.dtype) -> MegatronPolicyConfig:
+        """The run's ``policy`` section plus what the policy takes from other sections: the
+        rollout temperature and group size (micro-batches of whole groups) and the optimizer.
+
+        Args:
+            cfg: a :class:`~nemo_rence.config.TrainConfig`.
+            params_dtype: the resolved ``policy.precision``.
+        """
+        p, o = cfg.policy, cfg.optim
+        return cls(
+            micro_batch_size=cfg.rollout.group_size * p.micro_batch_groups,
+            temperature=cfg.rollout.temperature,
+            params_dtype=params_dtype,
+            fp8=None if p.fp8 == "none" else p.fp8,
+            recompute="full" if p.recompute else None,
+            sequence_parallel=p.sequence_parallel,
+            layout=p.layout,
+            max_skipped_steps=o.max_skipped_steps,
+            optimizer=OptimizerSettings(
+                lr=o.lr, betas=o.betas, weight_decay=o.weight_decay, clip_grad=o.grad_clip
+            ),
+        )
 
 
 class NonFiniteTrainingError(FloatingPointError):
@@ -262,6 +294,7 @@ class MegatronPolicy:
         self.arch = arch
         self.cfg = cfg or MegatronPolicyConfig()
         self.spec = resolve_spec(self.cfg.spec)
+        check_fp8(self.cfg.fp8, self.spec)  # before anything is built: a config error on CPU
         self._layout_mode = self.cfg.layout
         if self.spec != "local":
             if self._layout_mode == "shared_prefix":
@@ -369,7 +402,8 @@ class MegatronPolicy:
     def _micro(
         self, batch: PolicyBatch, rows: Tensor, micro: MicroBatch | None, loss_fn: LossFn | None
     ) -> _Micro:
-        # Sequence parallelism splits the sequence over the TP ranks: pad it to a multiple.
+        # Sequence parallelism splits the sequence over the TP ranks and FP8 GEMMs need it a
+        # multiple of 16: pad it (model.sequence_pad_multiple).
         layout = choose_layout(
             self._layout_mode,
             batch.input_ids[rows],
@@ -377,7 +411,9 @@ class MegatronPolicy:
             batch.response_lengths[rows],
             flops_per_token=self._flops_per_token,
             attention_width=self._attention_width,
-            pad_multiple=self._tp_size if self.model.config.sequence_parallel else 1,
+            pad_multiple=sequence_pad_multiple(
+                self._tp_size, self.model.config.sequence_parallel, self.cfg.fp8
+            ),
         )
         return _Micro(layout.to(self._device), batch.width, micro, loss_fn)
 

@@ -66,7 +66,7 @@ def test_swapping_one_group_swaps_the_method():
         (["loss.beta=x"], "loss.beta must be a float"),
         (["loss.margin=big"], r"margin must be one of \['reward_scaled', 'constant', 'none'\]"),
         (["+loss.bogus=1"], r"unknown key\(s\) \['bogus'\] in loss"),
-        (["rollout.engine=sglang"], r"rollout\.engine must be one of \['hf', 'vllm', 'trtllm'\]"),
+        (["rollout.engine=sglang"], r"rollout\.engine must be one of \['hf', 'trtllm', 'vllm'\]"),
         (["model=hf"], r"model\.hf_dir is required when model\.source='hf'"),
         (["run.iterations=0"], r"run\.iterations must be > 0"),
         (
