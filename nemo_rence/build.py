@@ -13,6 +13,7 @@ Order (cheap checks first, so a bad path fails before megatron starts):
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import torch
 from nemo_rence.config import ModelConfig, TrainConfig
 from nemo_rence.data.records import PromptRecord
 from nemo_rence.data.sampler import PromptSampler
-from nemo_rence.infra.distributed import barrier
+from nemo_rence.infra.distributed import barrier, check_world_size
 from nemo_rence.loop import Components
 
 __all__ = ["build_components", "build_engine", "resolve_eos_ids", "resolve_model_dir"]
@@ -139,6 +140,7 @@ def build_components(cfg: TrainConfig, work_dir: Path) -> Built:
 
         set_mmap_threshold(cfg.run.malloc_mmap_threshold_mb << 20)
     # Process groups first: rank 0 alone prepares a model directory, the others wait for it.
+    check_world_size(cfg, int(os.environ.get("WORLD_SIZE", "1")))
     info = init_parallel(
         cfg.policy.tensor_parallel, cfg.policy.pipeline_parallel, seed=cfg.run.seed
     )

@@ -71,9 +71,12 @@ class Trainer:
         parts: Components,
         logger: MetricsLogger | None,
         is_main: bool = True,
+        sampler: Any = None,
     ) -> None:
         self.cfg = cfg
         self.parts = parts
+        self.sampler = sampler
+        """The prompt sampler behind ``parts.source`` (its position is checkpointed), or None."""
         self.logger = logger
         self.is_main = is_main
         self.eval_history: list[tuple[int, dict[str, float]]] = []
@@ -249,6 +252,11 @@ class Trainer:
             samples.write_text("".join(json.dumps(row) + "\n" for row in self.eval_samples))
 
     # -- state (checkpoint / resume) ----------------------------------------------------------
+    @property
+    def policy(self) -> Policy:
+        """The policy (``run_state.Checkpointable``: saved and loaded beside the loop state)."""
+        return self.parts.policy
+
     def state_dict(self) -> dict[str, Any]:
         """Everything of the loop a resumed run needs, as plain containers (weights_only-safe)."""
         filt = self.filter.state_dict()
@@ -262,6 +270,8 @@ class Trainer:
             "sample_rng": _rng_state_to_plain(self.sample_rng.getstate()),
             "engine_version": self.parts.engine.version if self.parts.engine else self.iteration,
             "eval_history": [[i, dict(m)] for i, m in self.eval_history],
+            "sampler": self.sampler.state_dict() if self.sampler is not None else None,
+            "torch_rng": torch.get_rng_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -274,6 +284,10 @@ class Trainer:
         self.sample_rng.setstate(_rng_state_from_plain(state["sample_rng"]))
         self.iteration = int(state["iteration"])
         self.eval_history = [(int(i), dict(m)) for i, m in state["eval_history"]]
+        if self.sampler is not None and state.get("sampler") is not None:
+            self.sampler.load_state_dict(state["sampler"])
+        if "torch_rng" in state:
+            torch.set_rng_state(state["torch_rng"])
         self._refit_to(self.iteration)
 
     def _refit_to(self, version: int) -> None:

@@ -6,20 +6,19 @@
 
 A run directory (``run.out_dir``) receives ``config.json``, ``metrics.jsonl``, TensorBoard events
 (``tb/``) and atomic checkpoints (``checkpoints/iter-NNNNNN`` + a ``latest`` pointer written last).
-An existing ``latest`` is resumed automatically. SIGUSR1 / SIGTERM (SLURM preemption) finish the
-current iteration, or stop its batch search after the current draw, write a checkpoint and exit
-with code 0. ``run.time_budget_min`` ends the run in time (:mod:`nemo_rence.budget`).
+The newest complete checkpoint is resumed (``run.resume``, config checks: :mod:`nemo_rence.run_state`).
+SIGUSR1 / SIGTERM (SLURM preemption) and SIGINT (Ctrl-C) finish the current iteration, or stop its
+batch search after the current draw, write a checkpoint and exit (0; 130 after Ctrl-C:
+:mod:`nemo_rence.signals`). ``run.time_budget_min`` ends the run in time (:mod:`nemo_rence.budget`).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import signal
+import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,23 +33,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--config-name", default="train", help="config in conf/ (default: train)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-class _StopFlag:
-    """Set by SIGUSR1 / SIGTERM; the loop checkpoints and exits after the current iteration (or
-    the current draw of its batch search)."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        for sig in (signal.SIGUSR1, signal.SIGTERM):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signal = signum
-
-    def or_else(self, guard: Callable[[], bool]) -> Callable[[], bool]:
-        """``should_stop`` of a batch search: a signal arrived, or ``guard()`` says stop."""
-        return lambda: self.signal is not None or guard()
 
 
 def _progress(total: int, initial: int, enabled: bool) -> Any:
@@ -70,15 +52,58 @@ def _summary(metrics: dict[str, float]) -> dict[str, str]:
     return {short: f"{metrics[k]:.3g}" for k, short in keys.items() if k in metrics}
 
 
+def _quiet_progress_bars() -> None:
+    """--no-progress: no transformers / huggingface_hub bars ("Loading weights" ...) either."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def run(args: argparse.Namespace) -> int:
+    from nemo_rence.signals import StopFlag
+
+    stop = StopFlag.install()  # first: a signal during start-up is recorded, not fatal
     from nemo_rence.config import ConfigError, compose
+    from nemo_rence.infra.distributed import check_world_size
 
     launched = time.perf_counter()
     try:
         cfg = compose(args.overrides, config_name=args.config_name)
+        check_world_size(cfg, int(os.environ.get("WORLD_SIZE", "1")))
     except ConfigError as err:
         print(f"nemo-rence train: {err}", file=sys.stderr)
         return 2
+    from nemo_rence.run_state import CheckpointError, CheckpointManager, RunLock
+
+    run_dir = Path(cfg.run.out_dir)
+    ckpt = CheckpointManager(
+        run_dir / "checkpoints",
+        keep=cfg.run.keep_checkpoints,
+        config=dataclasses.asdict(cfg),
+        resume=cfg.run.resume,
+    )
+    lock = RunLock(run_dir)
+    try:  # before anything heavy: the run directory's lock, the resume decision, config checks
+        if int(os.environ.get("RANK", "0")) == 0:
+            lock.acquire()
+            if lock.note:
+                print(f"{run_dir}: {lock.note}", flush=True)
+        ckpt.prepare()
+        done = ckpt.finished(cfg.run.iterations)
+    except CheckpointError as err:
+        print(f"nemo-rence train: {err}", file=sys.stderr)
+        return 2
+    if done is not None:
+        print(
+            f"{run_dir} is finished: iteration {done['iteration']} of run.iterations="
+            f"{cfg.run.iterations}, held-out after training: {_fmt(done.get('metrics', {}))}; "
+            "nothing to do (raise run.iterations to train further)",
+            flush=True,
+        )
+        return 0
+    if args.no_progress:
+        _quiet_progress_bars()
 
     import torch
 
@@ -91,25 +116,23 @@ def run(args: argparse.Namespace) -> int:
     from nemo_rence.infra.metrics import MetricsLogger
     from nemo_rence.infra.trackers import open_trackers
     from nemo_rence.loop import Trainer
-    from nemo_rence.run_state import CheckpointManager
 
-    run_dir = Path(cfg.run.out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     built = build_components(cfg, run_dir)
     main = built.rank == 0
-    if main:
-        (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     logger = (
         MetricsLogger(run_dir, tensorboard=True, trackers=open_trackers(cfg, run_dir))
         if main
         else None
     )
-    trainer = Trainer(cfg, built.parts, logger, is_main=main)
-    ckpt = CheckpointManager(run_dir / "checkpoints", keep=cfg.run.keep_checkpoints)
-    stop = _StopFlag()
-    resumed = ckpt.resume(trainer, built)
+    trainer = Trainer(cfg, built.parts, logger, is_main=main, sampler=built.sampler)
     start = time.perf_counter()
     try:
+        resumed = ckpt.resume(trainer)
+        if stop.signal is not None:  # arrived during start-up: nothing new to save
+            if main:
+                print(f"signal {stop.signal} during start-up: exiting", flush=True)
+            return stop.exit_code
         budget = TimeBudget(cfg.run.time_budget_min * 60.0, launched)
         interrupted = False
         if not resumed:
@@ -133,21 +156,21 @@ def run(args: argparse.Namespace) -> int:
                     if cfg.run.eval_every and trainer.iteration % cfg.run.eval_every == 0:
                         periodic = trainer.validate(built.parts.heldout)
                         trainer.log_eval(periodic, "periodic")
-                        ckpt.update_best(trainer, built, periodic)  # checkpoints/best
+                        ckpt.update_best(trainer, periodic)  # checkpoints/best
                     if stop.signal is not None:
-                        path = ckpt.save(trainer, built)
+                        path = ckpt.save(trainer)
                         if main:
                             print(f"signal {stop.signal}: checkpoint {path}, exiting", flush=True)
-                        return 0
+                        return stop.exit_code
                     if cfg.run.save_every and trainer.iteration % cfg.run.save_every == 0:
-                        ckpt.save(trainer, built)
+                        ckpt.save(trainer)
             except SearchInterrupted as stopped:  # the filter keeps its groups (budget.py)
                 signalled = broadcast_object(stop.signal)  # rank 0's search, rank 0's reason
                 if signalled is not None:
-                    path = ckpt.save(trainer, built, force=True)
+                    path = ckpt.save(trainer, force=True)
                     if main:
                         print(f"\nsignal {signalled}: {stopped}; checkpoint {path}, exiting")
-                    return 0
+                    return stop.exit_code
                 if main:
                     print(f"\ntime budget: {stopped}", flush=True)
                 interrupted = True
@@ -155,10 +178,12 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
         latest = ckpt.latest()
         if interrupted or latest is None or latest.name != f"iter-{trainer.iteration:06d}":
-            latest = ckpt.save(trainer, built, force=interrupted)  # the search's groups too
+            latest = ckpt.save(trainer, force=interrupted)  # the search's groups too
         after = trainer.validate(built.parts.heldout)
         trainer.log_eval(after, "after")
-        ckpt.update_best(trainer, built, after)
+        ckpt.update_best(trainer, after)
+        if trainer.iteration >= cfg.run.iterations:
+            ckpt.mark_finished(trainer, after)
         if main:
             from nemo_rence.infra.plots import write_plots
 
@@ -185,7 +210,11 @@ def run(args: argparse.Namespace) -> int:
                 flush=True,
             )
         return 0
+    except CheckpointError as err:
+        print(f"nemo-rence train: {err}", file=sys.stderr)
+        return 1
     finally:
+        lock.release()
         built.reward.close()
         if logger is not None:
             logger.close()

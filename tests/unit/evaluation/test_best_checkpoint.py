@@ -24,8 +24,9 @@ class _Policy:
 
 
 class _Trainer:
-    def __init__(self) -> None:
+    def __init__(self, policy: _Policy) -> None:
         self.iteration = 0
+        self.policy = policy
 
     def state_dict(self) -> dict:
         return {"iteration": self.iteration}
@@ -33,10 +34,8 @@ class _Trainer:
 
 def _setup(tmp_path: Path, keep: int = 1):
     policy = _Policy()
-    built = SimpleNamespace(
-        parts=SimpleNamespace(policy=policy), sampler=SimpleNamespace(state_dict=dict)
-    )
-    return CheckpointManager(tmp_path / "checkpoints", keep=keep), _Trainer(), built, policy
+    built = SimpleNamespace()  # unused: the manager saves trainer.policy and trainer.state_dict()
+    return CheckpointManager(tmp_path / "checkpoints", keep=keep), _Trainer(policy), built, policy
 
 
 def _on_disk(ckpt: CheckpointManager) -> list[str]:
@@ -47,8 +46,8 @@ def _train_and_eval(ckpt, trainer, built, accuracies: dict[int, float]) -> None:
     """Iterations 1..N: save every iteration, then evaluate (as train.py does)."""
     for it in sorted(accuracies):
         trainer.iteration = it
-        ckpt.update_best(trainer, built, {BEST_METRIC: accuracies[it]})
-        ckpt.save(trainer, built)
+        ckpt.update_best(trainer, {BEST_METRIC: accuracies[it]})
+        ckpt.save(trainer)
 
 
 def test_best_is_the_highest_accuracy_and_a_tie_keeps_the_earlier_checkpoint(tmp_path):
@@ -73,10 +72,10 @@ def test_rotation_never_deletes_the_best_checkpoint_and_drops_a_superseded_best(
 def test_a_new_best_without_a_checkpoint_is_saved_once(tmp_path):
     ckpt, trainer, built, policy = _setup(tmp_path, keep=2)
     trainer.iteration = 3
-    assert ckpt.update_best(trainer, built, {BEST_METRIC: 0.4})
+    assert ckpt.update_best(trainer, {BEST_METRIC: 0.4})
     assert (ckpt.root / "iter-000003" / "trainer.pt").is_file()
     assert ckpt.best().checkpoint == "iter-000003"
-    ckpt.save(trainer, built)  # the loop's save_every save at the same iteration
+    ckpt.save(trainer)  # the loop's save_every save at the same iteration
     assert policy.saves == 1
 
 
@@ -88,7 +87,7 @@ def test_a_new_best_without_a_checkpoint_is_saved_once(tmp_path):
 def test_evaluations_that_are_not_candidates_leave_best_unset(tmp_path, iteration, metrics):
     ckpt, trainer, built, policy = _setup(tmp_path)
     trainer.iteration = iteration
-    assert not ckpt.update_best(trainer, built, metrics)
+    assert not ckpt.update_best(trainer, metrics)
     assert ckpt.best() is None and policy.saves == 0
 
 
@@ -100,7 +99,7 @@ def test_select_best_rebuilds_the_choice_from_the_history_of_checkpoints_on_disk
     ckpt, trainer, built, _ = _setup(tmp_path, keep=10)
     for it in (2, 4, 6):
         trainer.iteration = it
-        ckpt.save(trainer, built)
+        ckpt.save(trainer)
     _write_history(
         tmp_path,
         [
@@ -127,7 +126,7 @@ def test_select_best_prefers_the_pointer_and_fails_clearly_without_any_evaluatio
     with pytest.raises(FileNotFoundError, match="no best checkpoint"):
         select_best(tmp_path)
     trainer.iteration = 1
-    ckpt.update_best(trainer, built, {BEST_METRIC: 0.1})
+    ckpt.update_best(trainer, {BEST_METRIC: 0.1})
     _write_history(tmp_path, [{"iteration": 1, BEST_METRIC: 0.7}])
     best = select_best(tmp_path)
     assert (best.checkpoint, best.value, best.source) == ("iter-000001", 0.1, "pointer")
@@ -138,20 +137,19 @@ def test_a_forced_save_rewrites_the_iteration_and_a_plain_one_does_not(tmp_path)
     """An interrupted batch search changes the loop state without a new iteration: force."""
     ckpt, trainer, built, policy = _setup(tmp_path, keep=2)
     trainer.iteration = 3
-    path = ckpt.save(trainer, built)
+    path = ckpt.save(trainer)
     trainer.state_dict = lambda: {"iteration": 3, "search": "kept groups"}  # type: ignore
-    assert ckpt.save(trainer, built) == path and policy.saves == 1
-    assert ckpt.save(trainer, built, force=True) == path and policy.saves == 2
+    assert ckpt.save(trainer) == path and policy.saves == 1
+    assert ckpt.save(trainer, force=True) == path and policy.saves == 2
     assert torch.load(path / "trainer.pt")["trainer"]["search"] == "kept groups"
     assert sorted(p.name for p in ckpt.root.iterdir()) == ["iter-000003", "latest"]
 
 
-def test_latest_recovers_a_rewrite_killed_between_its_two_renames(tmp_path):
+def test_resume_recovers_a_rewrite_killed_between_its_two_renames(tmp_path):
     ckpt, trainer, built, _ = _setup(tmp_path)
     trainer.iteration = 1
-    path = ckpt.save(trainer, built)
+    path = ckpt.save(trainer)
     path.rename(ckpt.root / ".old-iter-000001")  # the first rename done, the second not
-    assert ckpt.latest() == path and (path / "trainer.pt").is_file()
-    path.rename(ckpt.root / "elsewhere")
-    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
-        ckpt.latest()
+    again = CheckpointManager(ckpt.root, keep=1)
+    assert again.prepare() == path and (path / "trainer.pt").is_file()
+    assert not (ckpt.root / ".old-iter-000001").exists()
