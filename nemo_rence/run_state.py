@@ -60,6 +60,7 @@ from typing import Any, Protocol
 import torch
 
 from nemo_rence.infra.distributed import barrier, broadcast_object
+from nemo_rence.signals import own_megatron_writer_queue
 
 __all__ = [
     "BEST_METRIC",
@@ -660,6 +661,7 @@ class CheckpointManager:
         problem = broadcast_object(problem)
         if problem is not None:
             raise CheckpointError(problem)
+        own_megatron_writer_queue()  # its writer process must die with the trainer
         try:
             trainer.policy.save(tmp / "policy")
             if _rank() == 0:
