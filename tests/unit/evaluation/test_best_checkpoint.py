@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -34,15 +33,14 @@ class _Trainer:
 
 def _setup(tmp_path: Path, keep: int = 1):
     policy = _Policy()
-    built = SimpleNamespace()  # unused: the manager saves trainer.policy and trainer.state_dict()
-    return CheckpointManager(tmp_path / "checkpoints", keep=keep), _Trainer(policy), built, policy
+    return CheckpointManager(tmp_path / "checkpoints", keep=keep), _Trainer(policy), policy
 
 
 def _on_disk(ckpt: CheckpointManager) -> list[str]:
     return sorted(p.name for p in ckpt.root.glob("iter-*"))
 
 
-def _train_and_eval(ckpt, trainer, built, accuracies: dict[int, float]) -> None:
+def _train_and_eval(ckpt, trainer, accuracies: dict[int, float]) -> None:
     """Iterations 1..N: save every iteration, then evaluate (as train.py does)."""
     for it in sorted(accuracies):
         trainer.iteration = it
@@ -51,8 +49,8 @@ def _train_and_eval(ckpt, trainer, built, accuracies: dict[int, float]) -> None:
 
 
 def test_best_is_the_highest_accuracy_and_a_tie_keeps_the_earlier_checkpoint(tmp_path):
-    ckpt, trainer, built, _ = _setup(tmp_path, keep=1)
-    _train_and_eval(ckpt, trainer, built, {1: 0.25, 2: 0.5, 3: 0.5, 4: 0.25})
+    ckpt, trainer, _ = _setup(tmp_path, keep=1)
+    _train_and_eval(ckpt, trainer, {1: 0.25, 2: 0.5, 3: 0.5, 4: 0.25})
     best = ckpt.best()
     assert best is not None
     assert (best.checkpoint, best.iteration, best.value) == ("iter-000002", 2, 0.5)
@@ -60,17 +58,17 @@ def test_best_is_the_highest_accuracy_and_a_tie_keeps_the_earlier_checkpoint(tmp
 
 
 def test_rotation_never_deletes_the_best_checkpoint_and_drops_a_superseded_best(tmp_path):
-    ckpt, trainer, built, _ = _setup(tmp_path, keep=1)
-    _train_and_eval(ckpt, trainer, built, {1: 0.5, 2: 0.1, 3: 0.2})
+    ckpt, trainer, _ = _setup(tmp_path, keep=1)
+    _train_and_eval(ckpt, trainer, {1: 0.5, 2: 0.1, 3: 0.2})
     assert _on_disk(ckpt) == ["iter-000001", "iter-000003"]  # best + the newest `keep`
-    _train_and_eval(ckpt, trainer, built, {4: 0.9, 5: 0.1})
+    _train_and_eval(ckpt, trainer, {4: 0.9, 5: 0.1})
     assert ckpt.best().checkpoint == "iter-000004"
     assert _on_disk(ckpt) == ["iter-000004", "iter-000005"]  # iter-1 is no longer protected
     assert ckpt.latest().name == "iter-000005"
 
 
 def test_a_new_best_without_a_checkpoint_is_saved_once(tmp_path):
-    ckpt, trainer, built, policy = _setup(tmp_path, keep=2)
+    ckpt, trainer, policy = _setup(tmp_path, keep=2)
     trainer.iteration = 3
     assert ckpt.update_best(trainer, {BEST_METRIC: 0.4})
     assert (ckpt.root / "iter-000003" / "trainer.pt").is_file()
@@ -85,7 +83,7 @@ def test_a_new_best_without_a_checkpoint_is_saved_once(tmp_path):
     ids=["before-training", "no-metric", "nan"],
 )
 def test_evaluations_that_are_not_candidates_leave_best_unset(tmp_path, iteration, metrics):
-    ckpt, trainer, built, policy = _setup(tmp_path)
+    ckpt, trainer, policy = _setup(tmp_path)
     trainer.iteration = iteration
     assert not ckpt.update_best(trainer, metrics)
     assert ckpt.best() is None and policy.saves == 0
@@ -96,7 +94,7 @@ def _write_history(run_dir: Path, rows: list[dict]) -> None:
 
 
 def test_select_best_rebuilds_the_choice_from_the_history_of_checkpoints_on_disk(tmp_path):
-    ckpt, trainer, built, _ = _setup(tmp_path, keep=10)
+    ckpt, trainer, _ = _setup(tmp_path, keep=10)
     for it in (2, 4, 6):
         trainer.iteration = it
         ckpt.save(trainer)
@@ -122,7 +120,7 @@ def test_select_best_rebuilds_the_choice_from_the_history_of_checkpoints_on_disk
 
 
 def test_select_best_prefers_the_pointer_and_fails_clearly_without_any_evaluation(tmp_path):
-    ckpt, trainer, built, _ = _setup(tmp_path, keep=10)
+    ckpt, trainer, _ = _setup(tmp_path, keep=10)
     with pytest.raises(FileNotFoundError, match="no best checkpoint"):
         select_best(tmp_path)
     trainer.iteration = 1
@@ -135,7 +133,7 @@ def test_select_best_prefers_the_pointer_and_fails_clearly_without_any_evaluatio
 
 def test_a_forced_save_rewrites_the_iteration_and_a_plain_one_does_not(tmp_path):
     """An interrupted batch search changes the loop state without a new iteration: force."""
-    ckpt, trainer, built, policy = _setup(tmp_path, keep=2)
+    ckpt, trainer, policy = _setup(tmp_path, keep=2)
     trainer.iteration = 3
     path = ckpt.save(trainer)
     trainer.state_dict = lambda: {"iteration": 3, "search": "kept groups"}  # type: ignore
@@ -146,7 +144,7 @@ def test_a_forced_save_rewrites_the_iteration_and_a_plain_one_does_not(tmp_path)
 
 
 def test_resume_recovers_a_rewrite_killed_between_its_two_renames(tmp_path):
-    ckpt, trainer, built, _ = _setup(tmp_path)
+    ckpt, trainer, _ = _setup(tmp_path)
     trainer.iteration = 1
     path = ckpt.save(trainer)
     path.rename(ckpt.root / ".old-iter-000001")  # the first rename done, the second not
