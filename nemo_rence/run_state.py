@@ -598,7 +598,10 @@ class CheckpointManager:
         building anything: a rerun of a finished run has nothing to do (raise ``run.iterations``
         to train further).
         """
-        chosen = self.prepare()
+        if self.resume_mode == "never":
+            return None
+        # rank 0's choice; the other ranks read the same directory (they must all stop here)
+        chosen = self.prepare() if _rank() == 0 else self.latest()
         record_file = self.root / "finished"
         if chosen is None or not record_file.is_file():
             return None
