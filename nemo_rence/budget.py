@@ -99,9 +99,15 @@ class TimeBudget:
 
 
 class SignalFlag(Protocol):
-    """What a signal handler leaves behind: the number of the signal that asked to stop."""
+    """What a signal handler leaves behind (:class:`nemo_rence.signals.StopFlag`)."""
 
     signal: int | None
+    """The signal that asked to stop, or None."""
+
+    @property
+    def exit_code(self) -> int:
+        """The exit code the signal asks for (0, or 130 after Ctrl-C)."""
+        ...
 
 
 class StopPolicy:
@@ -119,6 +125,10 @@ class StopPolicy:
     @property
     def signal(self) -> int | None:
         return self.flag.signal if self.flag is not None else None
+
+    @property
+    def exit_code(self) -> int:
+        return self.flag.exit_code if self.flag is not None else 0
 
     def search_guard(self) -> Callable[[], bool]:
         guard = self.budget.search_guard()

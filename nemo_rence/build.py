@@ -16,6 +16,7 @@ it and ``Components.close()`` releases the grader's workers.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import torch
 from nemo_rence.config import TrainConfig
 from nemo_rence.data.records import PromptRecord
 from nemo_rence.data.source import PromptSource
-from nemo_rence.infra.distributed import barrier
+from nemo_rence.infra.distributed import barrier, check_world_size
 from nemo_rence.loop import Components
 from nemo_rence.model_sources import resolve_model_dir
 from nemo_rence.registry import Registry
@@ -141,6 +142,7 @@ def build_components(cfg: TrainConfig, work_dir: Path) -> Components:
         from nemo_rence.infra.allocator import set_mmap_threshold
 
         set_mmap_threshold(cfg.run.malloc_mmap_threshold_mb << 20)
+    check_world_size(cfg, int(os.environ.get("WORLD_SIZE", "1")))
     # Process groups first (they also seed torch): rank 0 alone prepares a model directory, the
     # others wait for it.
     info = init_parallel(

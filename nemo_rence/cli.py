@@ -83,10 +83,23 @@ KNOWN_NOISE = (
 )
 
 
+#: Deprecation warnings torch raises inside megatron-core's checkpoint loading, at every resume,
+#: about calls the user cannot change (megatron's ``checkpoint.load_state_dict``, ShardedTensor):
+#: hidden everywhere unless the user chose warning filters.
+LIBRARY_DEPRECATIONS = (
+    r"`load_state_dict` is deprecated and will be removed",
+    r"Please use DTensor instead and we are deprecating ShardedTensor",
+)
+
+
 def quiet_known_warnings() -> None:
-    """Silence :data:`KNOWN_NOISE` on a machine without an NVIDIA GPU, unless the user chose
-    warning filters themselves."""
-    if sys.warnoptions or os.path.exists("/dev/nvidiactl"):
+    """Silence :data:`LIBRARY_DEPRECATIONS`, and :data:`KNOWN_NOISE` on a machine without an
+    NVIDIA GPU, unless the user chose warning filters themselves."""
+    if sys.warnoptions:
+        return
+    for message in LIBRARY_DEPRECATIONS:
+        warnings.filterwarnings("ignore", message=message, category=FutureWarning)
+    if os.path.exists("/dev/nvidiactl"):
         return
     for message in KNOWN_NOISE:
         warnings.filterwarnings("ignore", message=message, category=UserWarning)
@@ -107,7 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog=f"nemo-rence {known.command}", description=COMMANDS[known.command][2]
     )
     _resolve(add_args)(sub_parser)
-    args = sub_parser.parse_args(argv[1:])
+    try:  # overrides and flags in any order: `train model=tiny --no-progress run.iterations=1`
+        args = sub_parser.parse_intermixed_args(argv[1:])
+    except TypeError:  # a parser with sub-commands (convert): intermixing is not supported
+        args = sub_parser.parse_args(argv[1:])
     return int(_resolve(run)(args) or 0)
 
 

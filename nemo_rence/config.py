@@ -18,6 +18,7 @@ trackers' in ``tracking`` (:class:`nemo_rence.infra.trackers.TrackingConfig`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -68,7 +69,7 @@ def _one_of(section: str, name: str, value: Any, allowed: Sequence[Any]) -> None
 
 
 def _positive(section: str, name: str, value: float, strict: bool = True) -> None:
-    if (value <= 0) if strict else (value < 0):
+    if not math.isfinite(value) or ((value <= 0) if strict else (value < 0)):
         raise ConfigError(f"{section}.{name} must be {'>' if strict else '>='} 0, got {value!r}")
 
 
@@ -341,8 +342,15 @@ class RunConfig:
     draw) that, with the final held-out evaluation, would exceed it; it then checkpoints (an
     interrupted search keeps its groups, and a resumed run continues it), evaluates and reports
     as usual (:mod:`nemo_rence.budget`)."""
+    resume: str = "auto"
+    """What a run directory that already holds a run does (:mod:`nemo_rence.run_state`):
+    'auto' resumes its newest complete checkpoint, starts fresh where there is no run, and
+    refuses a run it cannot resume; 'must' refuses unless it resumes; 'never' starts over,
+    moving the previous run's files to ``previous/``. A resume refuses a config that changes
+    what the run computes (``run_state.MAY_CHANGE`` lists the fields that may change)."""
 
     def __post_init__(self) -> None:
+        _one_of("run", "resume", self.resume, ["auto", "must", "never"])
         _positive("run", "iterations", self.iterations)
         _positive("run", "eval_every", self.eval_every, strict=False)
         _positive("run", "save_every", self.save_every, strict=False)
@@ -477,6 +485,8 @@ def _coerce(tp: Any, raw: Any, path: str) -> Any:
         return dict(raw)
     if tp is float and isinstance(raw, int) and not isinstance(raw, bool):
         return float(raw)
+    if tp is float and isinstance(raw, float) and not math.isfinite(raw):
+        raise ConfigError(f"{path} must be a finite number, got {raw!r}")
     for simple in (bool, int, float, str):
         if tp is simple and not isinstance(raw, simple):
             raise ConfigError(f"{path} must be a {simple.__name__}, got {raw!r}")

@@ -88,7 +88,7 @@ class FitResult:
     """How :meth:`Trainer.fit` ended.
 
     Attributes:
-        stopped: "completed", "time_budget", "signal" or "finished" (a rerun of a finished run).
+        stopped: "completed", "time_budget" or "signal".
         message: one line on why it stopped (empty when completed).
         exit_code: the process exit code this outcome deserves (0: done or resumable).
         latest: the last checkpoint written.
@@ -393,8 +393,9 @@ class Trainer:
 
         Args:
             checkpoints: a :class:`~nemo_rence.run_state.CheckpointManager`.
-            flag: set by the signal handlers (SIGUSR1 / SIGTERM): checkpoint and exit 0 after
-                the current iteration, or after the current draw of its batch search.
+            flag: set by the signal handlers (:class:`~nemo_rence.signals.StopFlag`: SIGUSR1,
+                SIGTERM, SIGINT): checkpoint and exit (0, or 130 after Ctrl-C) after the current
+                iteration, or after the current draw of its batch search.
             launched: ``time.perf_counter()`` at process start, for ``run.time_budget_min``.
             progress: show a progress bar (rank 0).
 
@@ -406,12 +407,11 @@ class Trainer:
         budget = TimeBudget(run.time_budget_min * 60.0, launched or time.perf_counter())
         stop = StopPolicy(budget, flag)
         result = FitResult("completed")
-        if checkpoints.resume(self):
-            if self.iteration >= run.iterations and self.eval_history:
-                last = checkpoints.latest()
-                done = f"already finished: iteration {self.iteration} of {run.iterations}"
-                return FitResult("finished", done, 0, last)
-        else:
+        resumed = checkpoints.resume(self)
+        if stop.signal is not None:  # arrived during start-up: nothing new to save
+            message = f"signal {stop.signal} during start-up: exiting"
+            return FitResult("signal", message, stop.exit_code)
+        if not resumed:
             with stop.budget.timing_eval():
                 result.before = self.evaluate("before")
             if self.is_main and result.before:
@@ -436,14 +436,14 @@ class Trainer:
                         path = checkpoints.save(self)
                         bar.close()
                         message = f"signal {stop.signal}: checkpoint {path}, exiting"
-                        return FitResult("signal", message, 0, path)
+                        return FitResult("signal", message, stop.exit_code, path)
             except SearchInterrupted as stopped:  # the filter keeps its groups (budget.py)
                 signalled = broadcast_object(stop.signal)  # rank 0's search, rank 0's reason
                 if signalled is not None:
                     path = checkpoints.save(self, force=True)
                     bar.close()
                     message = f"signal {signalled}: {stopped}; checkpoint {path}, exiting"
-                    return FitResult("signal", message, 0, path)
+                    return FitResult("signal", message, stop.exit_code, path)
                 result.stopped, result.message, interrupted = "time_budget", str(stopped), True
                 if self.is_main:
                     print(f"\ntime budget: {stopped}", flush=True)
@@ -455,6 +455,8 @@ class Trainer:
         result.latest = latest
         result.after = self.evaluate("after")
         checkpoints.update_best(self, result.after)
+        if self.iteration >= run.iterations:
+            checkpoints.mark_finished(self, result.after)
         return result
 
     def _after_iteration(self, checkpoints: Any) -> None:

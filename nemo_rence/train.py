@@ -13,8 +13,7 @@ The run itself (resume, evaluation, checkpoints, the time budget, SIGUSR1 / SIGT
 from __future__ import annotations
 
 import argparse
-import json
-import signal
+import os
 import sys
 import time
 from pathlib import Path
@@ -35,29 +34,68 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-class _StopFlag:
-    """Set by SIGUSR1 / SIGTERM; ``Trainer.fit`` checkpoints and exits after the current
-    iteration (or the current draw of its batch search)."""
+def _quiet_progress_bars() -> None:
+    """--no-progress: no transformers / huggingface_hub bars ("Loading weights" ...) either."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    from transformers.utils import logging as hf_logging
 
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        for sig in (signal.SIGUSR1, signal.SIGTERM):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signal = signum
+    hf_logging.disable_progress_bar()
 
 
 def run(args: argparse.Namespace) -> int:
+    """Compose and check (exit 2 on a bad config or run directory), build, fit, report."""
+    from nemo_rence.signals import StopFlag
+
+    stop = StopFlag.install()  # first: a signal during start-up is recorded, not fatal
     from nemo_rence.config import ConfigError, compose
+    from nemo_rence.infra.distributed import check_world_size
 
     launched = time.perf_counter()
     try:
         cfg = compose(args.overrides, config_name=args.config_name)
+        check_world_size(cfg, int(os.environ.get("WORLD_SIZE", "1")))
     except ConfigError as err:
         print(f"nemo-rence train: {err}", file=sys.stderr)
         return 2
+    from nemo_rence.run_state import CheckpointError, CheckpointManager, RunLock
 
+    run_dir = Path(cfg.run.out_dir)
+    checkpoints = CheckpointManager(
+        run_dir / "checkpoints",
+        keep=cfg.run.keep_checkpoints,
+        config=cfg.to_dict(),
+        resume=cfg.run.resume,
+    )
+    lock = RunLock(run_dir)
+    try:  # before anything heavy: the run directory's lock, the resume decision, config checks
+        if int(os.environ.get("RANK", "0")) == 0:
+            lock.acquire()
+            if lock.note:
+                print(f"{run_dir}: {lock.note}", flush=True)
+        checkpoints.prepare()
+        done = checkpoints.finished(cfg.run.iterations)
+    except CheckpointError as err:
+        lock.release()
+        print(f"nemo-rence train: {err}", file=sys.stderr)
+        return 2
+    if done is not None:
+        lock.release()
+        print(
+            f"{run_dir} is finished: iteration {done['iteration']} of run.iterations="
+            f"{cfg.run.iterations}, held-out after training: {_fmt(done.get('metrics', {}))}; "
+            "nothing to do (raise run.iterations to train further)",
+            flush=True,
+        )
+        return 0
+    if args.no_progress:
+        _quiet_progress_bars()
+    return _build_and_fit(cfg, args, checkpoints, lock, stop, launched)
+
+
+def _build_and_fit(
+    cfg: Any, args: argparse.Namespace, checkpoints: Any, lock: Any, stop: Any, launched: float
+) -> int:
+    """Build the components, fit, report on rank 0; release everything whatever happens."""
     import torch
 
     if cfg.run.threads > 0:
@@ -68,26 +106,28 @@ def run(args: argparse.Namespace) -> int:
     from nemo_rence.infra.trackers import open_trackers
     from nemo_rence.loop import Trainer
     from nemo_rence.policy.megatron.parallel import teardown
-    from nemo_rence.run_state import CheckpointManager
+    from nemo_rence.run_state import CheckpointError
 
     run_dir = Path(cfg.run.out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    parts = build_components(cfg, run_dir)
+    parts = None
     trainer: Trainer | None = None
     try:
-        if main := rank() == 0:
-            (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        parts = build_components(cfg, run_dir)
+        main = rank() == 0
         logger = MetricsLogger(run_dir, True, open_trackers(cfg, run_dir)) if main else None
         trainer = Trainer(cfg, parts, logger, is_main=main)
-        checkpoints = CheckpointManager(run_dir / "checkpoints", keep=cfg.run.keep_checkpoints)
-        result = trainer.fit(
-            checkpoints, _StopFlag(), launched=launched, progress=not args.no_progress
-        )
+        result = trainer.fit(checkpoints, stop, launched=launched, progress=not args.no_progress)
         if main:
             _report(trainer, checkpoints, result, run_dir, launched)
         return result.exit_code
+    except CheckpointError as err:
+        print(f"nemo-rence train: {err}", file=sys.stderr)
+        return 1
     finally:
-        parts.close()
+        lock.release()
+        if parts is not None:
+            parts.close()
         if trainer is not None and trainer.logger is not None:
             trainer.logger.close()
         teardown()
@@ -95,8 +135,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _report(trainer: Any, checkpoints: Any, result: Any, run_dir: Path, launched: float) -> None:
     """What the run did, on rank 0: held-out accuracy before / after / best, where things are."""
-    if result.stopped in ("signal", "finished"):
-        print(f"\n{result.message}" if result.stopped == "signal" else result.message, flush=True)
+    if result.stopped == "signal":
+        print(f"\n{result.message}", flush=True)
         return
     from nemo_rence.infra.plots import write_plots
 

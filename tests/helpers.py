@@ -97,3 +97,34 @@ def sequence_logprobs(model, rollouts, prompts, temperature: float = 1.0):
             lp[i, : len(toks)] = picked[:, 0].cpu()
             mask[i, : len(toks)] = 1
     return lp, mask
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children, grandchildren ...), read from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        p = frontier.pop()
+        children = [c for c, pp in parents.items() if pp == p]
+        found += children
+        frontier += children
+    return found
+
+
+def alive(pids: list[int]) -> list[int]:
+    """The processes of ``pids`` that still exist and are not zombies."""
+    out = []
+    for p in pids:
+        try:
+            state = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            out.append(p)
+    return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["barrier", "broadcast_object", "rank"]
+__all__ = ["barrier", "broadcast_object", "check_world_size", "rank"]
 
 
 def _group_size() -> int:
@@ -41,3 +41,25 @@ def broadcast_object(obj: Any) -> Any:
     box: list[Any] = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def check_world_size(cfg: Any, world_size: int) -> None:
+    """Refuse a parallel layout the processes cannot form, before any process group starts.
+
+    Megatron splits ``world_size`` processes into ``tensor_parallel x pipeline_parallel`` model
+    replicas, data-parallel over the rest: the product must divide the world size.
+
+    Raises:
+        nemo_rence.config.ConfigError: naming the fields and the allowed values.
+    """
+    from nemo_rence.config import ConfigError
+
+    tp, pp = cfg.policy.tensor_parallel, cfg.policy.pipeline_parallel
+    if world_size % (tp * pp) == 0:
+        return
+    allowed = [d for d in range(1, world_size + 1) if world_size % d == 0]
+    raise ConfigError(
+        f"policy.tensor_parallel={tp} x policy.pipeline_parallel={pp} = {tp * pp} processes per "
+        f"model replica does not divide the world size {world_size} (the processes started, "
+        f"e.g. torchrun --nproc_per_node): allowed products: {allowed}"
+    )

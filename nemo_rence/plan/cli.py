@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
+import sys
 from typing import Any
 
-from nemo_rence.config import CONF_DIR, TrainConfig, compose
+from nemo_rence.config import CONF_DIR, ConfigError, TrainConfig, compose
 from nemo_rence.plan.memory import (
     CPU_FP32,
     GIB,
@@ -249,6 +251,39 @@ def _as_json(p: Plan) -> dict[str, Any]:
     }
 
 
+def _at_least(minimum: int) -> Any:
+    """An argparse type: an integer >= ``minimum`` (argparse then exits 2 naming the flag)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be an integer >= {minimum}, got {text!r}"
+            ) from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _number(strict: bool) -> Any:
+    """An argparse type: a finite number > 0 (``strict``) or >= 0."""
+
+    def parse(text: str) -> float:
+        bound = "> 0" if strict else ">= 0"
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number {bound}, got {text!r}") from None
+        if not math.isfinite(value) or (value <= 0 if strict else value < 0):
+            raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text!r}")
+        return value
+
+    return parse
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``nemo-rence plan``."""
     parser.add_argument(
@@ -256,12 +291,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="recipe name (conf/recipes/<name>.yaml), model name, HF directory or config.json",
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. rollout.group_size=16")
-    parser.add_argument("--gpus", type=int, default=None, help="GPUs (default: the recipe's)")
-    parser.add_argument("--gpu-mem", type=float, default=80.0, help="GiB per GPU (default 80)")
-    parser.add_argument("--gpus-per-node", type=int, default=None, help="default: recipe's or 8")
-    parser.add_argument("--reserve", type=float, default=6.0, help="GiB kept free (default 6)")
     parser.add_argument(
-        "--rollout-groups", type=int, default=1, help="groups whose KV cache must fit at once"
+        "--gpus", type=_at_least(1), default=None, help="GPUs, >= 1 (default: the recipe's)"
+    )
+    parser.add_argument(
+        "--gpu-mem", type=_number(strict=True), default=80.0, help="GiB per GPU (default 80)"
+    )
+    parser.add_argument(
+        "--gpus-per-node", type=_at_least(1), default=None, help="default: recipe's or 8"
+    )
+    parser.add_argument(
+        "--reserve", type=_number(strict=False), default=6.0, help="GiB kept free (default 6)"
+    )
+    parser.add_argument(
+        "--rollout-groups",
+        type=_at_least(1),
+        default=1,
+        help="groups whose KV cache must fit at once",
     )
     parser.add_argument("--cpu", action="store_true", help="plan the fp32 CPU path")
     parser.add_argument(
@@ -271,19 +317,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the plan; 0 when the recipe's (or the recommended) layout fits, else 1."""
+    """Print the plan; 0 when the recipe's (or the recommended) layout fits, 1 otherwise, 2 for
+    a bad config override."""
+    try:
+        return _run(args)
+    except ConfigError as err:
+        print(f"nemo-rence plan: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     rec_over = recipe_overrides(args.target)
     per_node = args.gpus_per_node
     if rec_over is not None:
         cfg = compose([*rec_over, *args.overrides])
         nodes, per_node_recipe, cpu_recipe = gpus_of_recipe(args.target)
         per_node = per_node or per_node_recipe
-        gpus = args.gpus or nodes * per_node_recipe
+        gpus = args.gpus if args.gpus is not None else nodes * per_node_recipe
         args.cpu = args.cpu or cpu_recipe
         own: tuple[int, int] | None = (cfg.policy.tensor_parallel, cfg.policy.pipeline_parallel)
     else:
         cfg = compose(["scale=paper", "model=hf", f"model.hf_dir={args.target}", *args.overrides])
-        gpus = args.gpus or 8
+        gpus = args.gpus if args.gpus is not None else 8
         own = None
     p = plan_config(
         cfg,

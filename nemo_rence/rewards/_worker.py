@@ -8,6 +8,12 @@ Protocol over the duplex pipe (all messages are tuples):
 
 - worker -> parent: ``("ready", pid)`` once, then ``("result", index, RewardResult)`` per item;
 - parent -> worker: ``("batch", [(index, response, gold), ...])``, or ``None`` to exit.
+
+A worker dies with the process that owns its pool (:func:`die_with_parent`), even when that
+process is killed with SIGKILL and cannot close its pipes: on Linux the kernel sends the worker
+SIGKILL when its parent exits (``prctl(PR_SET_PDEATHSIG)``; the fork server, the workers' parent
+under ``forkserver``, gets the same from the pool's owner), and everywhere the idle worker checks
+every second that the owner is still alive.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import time
 from typing import Any
 
 from nemo_rence.rewards.math import failed_result, score
+from nemo_rence.signals import die_with_parent, orphaned
 
 
 class SoftTimeout(BaseException):
@@ -29,6 +36,10 @@ class SoftTimeout(BaseException):
 
 def _on_alarm(signum: int, frame: Any) -> None:
     raise SoftTimeout
+
+
+OWNER_ENV = "NEMO_RENCE_GRADER_OWNER"
+"""Environment variable holding the pid of the pool's owner, read by the fork server's preload."""
 
 
 def warm_up() -> None:
@@ -78,12 +89,18 @@ def worker_main(conn: Any, settings: dict[str, Any]) -> None:
     for sig in (signal.SIGINT, signal.SIGUSR1, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGALRM, _on_alarm)
+    owner = settings.get("owner_pid")
+    parent = die_with_parent(owner)
     _limit_memory(settings.get("memory_limit_mb"))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     warm_up()
     conn.send(("ready", os.getpid()))
     while True:
         try:
+            if not conn.poll(1.0):
+                if orphaned(owner, parent):  # a watchdog where PR_SET_PDEATHSIG is missing
+                    return
+                continue
             msg = conn.recv()
         except (EOFError, OSError, KeyboardInterrupt):
             return

@@ -14,11 +14,47 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import os
 import sys
 import time
+from pathlib import Path
 
 from nemo_rence.rewards.math import REWARD_MODES
 from nemo_rence.rewards.pool import GraderConfig, GraderPool, default_num_workers
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text!r}")
+    return value
+
+
+def _unwritable(path: str) -> str | None:
+    """Why ``path`` cannot be written as the --output file, or None."""
+    out = Path(path)
+    parent = out.parent
+    if out.is_dir():
+        return "it is a directory"
+    if not parent.is_dir():
+        return f"its directory {parent} does not exist"
+    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        return "permission denied"
+    return None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,14 +63,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--response-field", default="response", help="field holding the response")
     parser.add_argument("--answer-field", default="answer", help="field holding the gold answer")
     parser.add_argument("--mode", default="paper", choices=REWARD_MODES, help="reward values")
-    parser.add_argument("--workers", type=int, default=default_num_workers(), help="processes")
-    parser.add_argument("--timeout", type=float, default=5.0, help="hard seconds per item")
-    parser.add_argument("--max-chars", type=int, default=32_768, help="response size limit")
+    parser.add_argument(
+        "--workers", type=_positive_int, default=default_num_workers(), help="processes, >= 1"
+    )
+    parser.add_argument(
+        "--timeout", type=_positive_seconds, default=5.0, help="hard seconds per item, > 0"
+    )
+    parser.add_argument(
+        "--max-chars", type=_positive_int, default=32_768, help="response size limit, >= 1"
+    )
     parser.add_argument("--output", default=None, help="write per-item results (jsonl) here")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Grade the file; exit code 0, or 2 when the input cannot be read."""
+    """Grade the file; exit code 0, or 2 when the input cannot be read or the output written."""
+    problem = _unwritable(args.output) if args.output else None
+    if problem is not None:  # checked before grading anything
+        print(f"nemo-rence grade: cannot write --output {args.output}: {problem}", file=sys.stderr)
+        return 2
     responses: list[object] = []
     golds: list[object] = []
     bad = 0

@@ -17,6 +17,10 @@ holds is killing the process. So:
    the rest of its chunk is re-queued. A worker that dies (crash, OOM) is replaced the same way
    and its item scores 0 with ``error`` set.
 
+Workers (and the fork server) die with the process that owns the pool, even under SIGKILL
+(:func:`nemo_rence.rewards._worker.die_with_parent`); the multiprocessing resource tracker then
+sees its last writer gone and exits too.
+
 Workers start with the ``forkserver`` context by default (fork from a clean server process that
 has math-verify preloaded, so replacing a killed worker takes milliseconds and no CUDA or thread
 state of a torch/megatron parent is inherited), or ``spawn``.
@@ -42,6 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from nemo_rence.rewards._worker import OWNER_ENV
 from nemo_rence.rewards.math import (
     DEFAULT_MAX_CHARS,
     REWARD_MODES,
@@ -170,6 +175,7 @@ class GraderPool:
         if self._workers:
             return self
         self._ctx = mp.get_context(self.config.context)
+        os.environ[OWNER_ENV] = str(os.getpid())  # read by the fork server's preload
         if self.config.context == "forkserver":
             # Only effective if this process has not started its fork server yet.
             self._ctx.set_forkserver_preload(["nemo_rence.rewards._preload"])
@@ -187,6 +193,7 @@ class GraderPool:
             "memory_limit_mb": self.config.memory_limit_mb,
             # responses arrive truncated already; the worker's own limit is a second guard
             "max_chars": self.config.max_chars,
+            "owner_pid": os.getpid(),  # the worker dies with this process (die_with_parent)
         }
         proc = self._ctx.Process(
             target=worker_main, args=(child_conn, settings), daemon=True, name="nemo-rence-grader"
