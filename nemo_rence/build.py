@@ -32,22 +32,13 @@ __all__ = ["build_components", "build_engine", "resolve_eos_ids"]
 
 
 def _datasets(cfg: TrainConfig) -> tuple[list[PromptRecord], list[PromptRecord]]:
-    d = cfg.data
-    if d.task == "arithmetic":
-        from nemo_rence.data.synthetic import ArithmeticConfig, generate_arithmetic
+    from nemo_rence.data.datasets import load_datasets
+    from nemo_rence.infra.distributed import rank
 
-        arith = ArithmeticConfig(
-            digits=d.digits, steps=d.steps, operations=tuple(d.operations), seed=d.seed
-        )
-        train = generate_arithmetic(d.train_size, arith, split="train")
-        heldout = generate_arithmetic(d.heldout_size, arith, split="heldout")
-        return train, heldout
-    from nemo_rence.data.loaders import load_prompts
-
-    assert d.path is not None
-    loaded = load_prompts(d.path, "generic")
-    records = list(loaded.records)
-    return records, records[: d.heldout_size]
+    train, heldout, report = load_datasets(cfg.data)
+    if cfg.data.from_files and rank() == 0:  # the synthetic default prints what it always did
+        print(report.summary(), flush=True)
+    return train, heldout
 
 
 def resolve_eos_ids(hf_dir: Path, tokenizer: Any) -> tuple[int, ...]:
