@@ -68,7 +68,8 @@ def read_rows(
     ``max_row_bytes``). A .jsonl line is read in bounded memory: an over-long line is skipped
     in chunks without being decoded or parsed. A .json file (a list of rows, or an object with
     one list-valued key: "data", "rows", "problems", "train", "test") is parsed whole, then
-    each row is checked. A .parquet file's strings are UTF-8 by the format.
+    each row is checked. A .parquet file is read in batches of 4096 rows; its strings are
+    UTF-8 by the format.
     """
     p = Path(path)
     suffix = p.suffix.lower()
@@ -83,7 +84,11 @@ def read_rows(
     else:
         import pyarrow.parquet as pq
 
-        yield from enumerate(pq.read_table(p).to_pylist())
+        n = 0
+        for batch in pq.ParquetFile(p).iter_batches(batch_size=4096):  # bounded memory
+            for row in batch.to_pylist():
+                yield n, row
+                n += 1
 
 
 def _read_jsonl(p: Path, max_row_bytes: int) -> Iterator[tuple[int, Row | SkipRow]]:

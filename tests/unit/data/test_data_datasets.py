@@ -307,3 +307,30 @@ def test_empty_or_all_invalid_dataset_says_no_usable_row_with_the_counts(tmp_pat
     assert "no usable row was found" in text and "max_prompt_tokens" not in text
     assert "3 row(s) read, skipped: invalid_utf8=1, malformed=1, no_answer=1" in text
     assert f"data.path={bad}" in text
+
+
+def test_parquet_rows_are_read_in_batches_in_order(tmp_path):
+    rows = _problems(10_000)
+    path = tmp_path / "big.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=3_000)
+    got = list(read_rows(path))
+    assert [n for n, _ in got] == list(range(10_000))
+    assert [r for _, r in got] == rows
+
+
+# ------------------------------------------------------------------------------ build.py
+
+
+def test_build_datasets_prints_the_report_for_files_and_nothing_for_arithmetic(capsys):
+    from nemo_rence.build import _datasets
+
+    cfg = compose(["data=mixture", "data.heldout_fraction=0", f"data.sources=[{{path: {DAPO}, "
+                   f"schema: dapo}}, {{path: {MATH}, schema: math}}]"])  # fmt: skip
+    train, heldout = _datasets(cfg)
+    out = capsys.readouterr().out
+    assert len(train) == 6 and heldout == []
+    assert "data: dapo: kept 3 of 6 rows" in out and "data: math: kept 3 of 7 rows" in out
+    assert "data: 6 training prompts, 0 held-out (none)" in out
+    default = compose([])
+    assert _datasets(default) == load_datasets(default.data)[:2]
+    assert capsys.readouterr().out == ""  # the embedded default prints what it always did
