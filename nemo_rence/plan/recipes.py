@@ -53,7 +53,7 @@ class Recipe:
     template: str | None = None
     """``data.template``; None: the default (the ReNCE paper's)."""
     iterations: int | None = None
-    """``run.iterations``; None: the default."""
+    """``run.iterations``; None: the ReNCE paper's 50 (GPU recipes), the default (CPU)."""
     paper: str = "the ReNCE paper"
     """Whose settings the recipe follows (header comment)."""
     data: str | None = "mixture"
@@ -77,6 +77,9 @@ BENCHMARK_FILES = {
     "olympiadbench": "olympiadbench.parquet",  # Hothan/OlympiadBench OE_TO_maths_en_COMP
 }
 """Benchmark -> file name under ``$NEMO_RENCE_DATA_ROOT/benchmarks/``."""
+
+RENCE_ITERATIONS = 50
+"""ReNCE Sec. 4.1: 50 iterations (GRPO 200, DAPO and semi-online DPO 80: set run.iterations)."""
 
 RENCE_BENCHMARKS = ("olympiadbench", "minerva", "aime25", "aime24", "math500", "amc")
 """ReNCE Table 1, in its column order."""
@@ -256,8 +259,13 @@ def _body(r: Recipe) -> str:
         model += ["data:", *data] if data else []
         if r.max_new_tokens is not None:
             model += ["rollout:", f"  max_new_tokens: {r.max_new_tokens}"]
-        if r.iterations is not None:
-            model += ["run:", f"  iterations: {r.iterations}"]
+        # the paper's length (ReNCE: 50 iterations) and no wall-clock budget (train.yaml's
+        # 14 minutes are the CPU default's)
+        model += [
+            "run:",
+            f"  iterations: {r.iterations or RENCE_ITERATIONS}",
+            "  time_budget_min: 0",
+        ]
         if _eval_schema_exists():
             model += eval_lines(r)
         policy = ["  precision: bf16", "  recompute: true"]
