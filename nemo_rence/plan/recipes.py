@@ -15,6 +15,11 @@ prompts up to 1024 tokens, responses up to 8192 (R1-Distill) or 4096 tokens (Qwe
 Llama-3.2-3B-Instruct), the paper's prompt template, rollout temperature 1.0 and 4 epochs (2 for
 Qwen3-4B-Base) of DeepScaleR-Preview (40,315 problems: 630 / 315 iterations of 256 prompts).
 Compare a method on the same setting by swapping the group: ``+recipes=conspo-... algorithm=rence``.
+
+Data and benchmarks (``docs/reproduce-table1.md``): ``rence-*`` GPU recipes train on
+``data=mixture`` (DAPO-Math-17k + MATH, ReNCE Sec. 4.1) and evaluate on its six Table-1
+benchmarks (avg@4, temperature 0.7); ``conspo-*`` on ``data=deepscaler`` and ConSPO's benchmarks
+(temperature 0.6, avg@32, every 100 steps); every file under ``$NEMO_RENCE_DATA_ROOT``.
 """
 
 from __future__ import annotations
