@@ -34,23 +34,19 @@ from nemo_rence.registry import Registry
 __all__ = ["ENGINES", "build_components", "build_engine", "resolve_eos_ids"]
 
 
-def _datasets(cfg: TrainConfig) -> tuple[list[PromptRecord], list[PromptRecord]]:
-    d = cfg.data
-    if d.task == "arithmetic":
-        from nemo_rence.data.synthetic import ArithmeticConfig, generate_arithmetic
+def _datasets(
+    cfg: TrainConfig,
+) -> tuple[list[PromptRecord], list[PromptRecord], dict[str, float]]:
+    """Training and held-out prompts, and the load report's metrics (file-based data only)."""
+    from nemo_rence.data.datasets import load_datasets
+    from nemo_rence.infra.distributed import rank
 
-        arith = ArithmeticConfig(
-            digits=d.digits, steps=d.steps, operations=tuple(d.operations), seed=d.seed
-        )
-        train = generate_arithmetic(d.train_size, arith, split="train")
-        heldout = generate_arithmetic(d.heldout_size, arith, split="heldout")
-        return train, heldout
-    from nemo_rence.data.loaders import load_prompts
-
-    assert d.path is not None
-    loaded = load_prompts(d.path, "generic")
-    records = list(loaded.records)
-    return records, records[: d.heldout_size]
+    train, heldout, report = load_datasets(cfg.data)
+    if not cfg.data.from_files:  # the synthetic default prints and logs what it always did
+        return train, heldout, {}
+    if rank() == 0:
+        print(report.summary(), flush=True)
+    return train, heldout, report.metrics()
 
 
 def resolve_eos_ids(hf_dir: Path, tokenizer: Any) -> tuple[int, ...]:
@@ -158,7 +154,7 @@ def build_components(cfg: TrainConfig, work_dir: Path) -> Components:
         chat=cfg.data.chat_template,
         max_prompt_tokens=cfg.data.max_prompt_tokens,
     )
-    train, heldout = _datasets(cfg)
+    train, heldout, data_metrics = _datasets(cfg)
     train, dropped = filter_by_length(train, prompt_cfg, tokenizer)
     heldout, _ = filter_by_length(heldout, prompt_cfg, tokenizer)
     if not train:
@@ -204,5 +200,6 @@ def build_components(cfg: TrainConfig, work_dir: Path) -> Components:
         eos_token_ids=eos_ids,
         source=source,
         heldout=heldout[: cfg.run.eval_size],
+        data_metrics=data_metrics,
         reference=reference,
     )

@@ -29,6 +29,8 @@ from typing import Any
 from nemo_rence.algorithm.correction import MODES as CORRECTION_MODES
 from nemo_rence.algorithm.correction import CorrectionConfig
 from nemo_rence.algorithm.filter import FilterConfig
+from nemo_rence.data.config import DataConfig
+from nemo_rence.errors import ConfigError
 from nemo_rence.infra.trackers import TrackingConfig
 from nemo_rence.rewards.reward_fn import RewardConfig
 
@@ -57,10 +59,6 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 ENGINE_NAMES = ("hf", "trtllm", "vllm")
 """``rollout.engine`` choices: the names of :data:`nemo_rence.build.ENGINES` (which imports torch;
 the config check must not), kept equal by a test."""
-
-
-class ConfigError(ValueError):
-    """A configuration key or value is wrong; the message names the field and what is allowed."""
 
 
 def _one_of(section: str, name: str, value: Any, allowed: Sequence[Any]) -> None:
@@ -93,41 +91,6 @@ class ModelConfig:
         _one_of("model", "source", self.source, MODEL_SOURCES.names())
         if self.source == "hf" and not self.hf_dir:
             raise ConfigError("model.hf_dir is required when model.source='hf'")
-
-
-@dataclass
-class DataConfig:
-    """Where prompts come from and how they are turned into model input."""
-
-    task: str = "arithmetic"
-    """'arithmetic' (synthetic, verifiable, generated in code) or 'jsonl' (path, generic schema)."""
-    path: str | None = None
-    """Dataset file for file-based tasks."""
-    train_size: int = 2000
-    """Arithmetic: number of training problems."""
-    heldout_size: int = 200
-    """Arithmetic: number of held-out problems (never overlapping the training ones)."""
-    digits: int = 1
-    """Arithmetic: digits per operand (1: 0-9, 2: 10-99 ...)."""
-    steps: int = 1
-    """Arithmetic: operations per problem (1: a op b)."""
-    operations: tuple[str, ...] = ("+", "-", "*")
-    """Arithmetic: operators to draw from."""
-    template: str = "rence"
-    """Prompt template: 'rence' (the paper's, Sec. 4.1), 'conspo', 'plain' or a text with {problem}."""
-    chat_template: bool = True
-    """Wrap the paper's prompt template in the tokenizer's chat template."""
-    max_prompt_tokens: int = 1536
-    """Prompts longer than this are dropped and counted (paper: 1536)."""
-    seed: int = 0
-    """Seed of the problem generator and of the prompt sampler."""
-
-    def __post_init__(self) -> None:
-        _one_of("data", "task", self.task, ["arithmetic", "jsonl"])
-        if self.task == "jsonl" and not self.path:
-            raise ConfigError("data.path is required when data.task='jsonl'")
-        for name in ("train_size", "heldout_size", "digits", "steps", "max_prompt_tokens"):
-            _positive("data", name, getattr(self, name))
 
 
 @dataclass

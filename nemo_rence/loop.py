@@ -73,6 +73,8 @@ class Components:
     """D.batch() of Algorithm 1: the next prompts (empty when exhausted); a stateful source
     (:class:`~nemo_rence.data.source.PromptSource`) is checkpointed with the trainer."""
     heldout: list[PromptRecord]
+    data_metrics: dict[str, float] = field(default_factory=dict)
+    """What the data loaders read, kept and skipped (``data/...``), logged once at the start."""
     reference: ReferencePolicy | None = None
     """pi_ref, for a loss that declares it reads reference logprobs (``policy.reference``)."""
 
@@ -412,6 +414,8 @@ class Trainer:
             message = f"signal {stop.signal} during start-up: exiting"
             return FitResult("signal", message, stop.exit_code)
         if not resumed:
+            if self.logger is not None and self.parts.data_metrics:
+                self.logger.log(0, self.parts.data_metrics)
             with stop.budget.timing_eval():
                 result.before = self.evaluate("before")
             if self.is_main and result.before:

@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = compose(args.overrides, config_name=args.config_name)
         check_world_size(cfg, int(os.environ.get("WORLD_SIZE", "1")))
+        cfg.data.check_files()  # every dataset file named by the config exists
     except ConfigError as err:
         print(f"nemo-rence train: {err}", file=sys.stderr)
         return 2
@@ -101,6 +102,7 @@ def _build_and_fit(
     if cfg.run.threads > 0:
         torch.set_num_threads(cfg.run.threads)
     from nemo_rence.build import build_components
+    from nemo_rence.data.datasets import EmptyDatasetError
     from nemo_rence.infra.distributed import rank
     from nemo_rence.infra.metrics import MetricsLogger
     from nemo_rence.infra.trackers import open_trackers
@@ -121,6 +123,9 @@ def _build_and_fit(
         if main:
             _report(trainer, checkpoints, result, run_dir, launched)
         return result.exit_code
+    except EmptyDatasetError as err:  # found while reading, before any model is built
+        print(f"nemo-rence train: {err}", file=sys.stderr)
+        return 2
     except CheckpointError as err:
         print(f"nemo-rence train: {err}", file=sys.stderr)
         return 1

@@ -1,5 +1,9 @@
 """Prompt data: records, dataset and benchmark loaders, the prompt template, synthetic tasks.
 
+- :mod:`~nemo_rence.data.config`: :class:`DataConfig`, the ``data`` section of a run (tasks,
+  files under ``$NEMO_RENCE_DATA_ROOT``, held-out split, row limits).
+- :mod:`~nemo_rence.data.datasets`: :func:`load_datasets`, the run's training and held-out
+  prompts and the report of what was kept and skipped.
 - :mod:`~nemo_rence.data.records`: :class:`PromptRecord`, :class:`LoadReport`.
 - :mod:`~nemo_rence.data.loaders`: DAPO-Math-17k, MATH, DeepScaleR, generic jsonl/json/parquet.
 - :mod:`~nemo_rence.data.benchmarks`: MATH500, AIME24/25/26, HMMT25, AMC, Minerva, OlympiadBench.

@@ -53,12 +53,23 @@ RowParser = Callable[[Row, int], tuple[str, str, str, dict[str, Any]]]
 """``(row, row_number) -> (id, problem, answer, metadata)``; raises :class:`SkipRow`."""
 
 
-def read_rows(path: str | Path) -> Iterator[tuple[int, Row | None]]:
+MAX_ROW_BYTES = 1 << 20
+"""Default limit of one row's bytes (``data.max_row_bytes``): a DAPO row is ~0.5 KB."""
+
+
+def read_rows(
+    path: str | Path, max_row_bytes: int = MAX_ROW_BYTES
+) -> Iterator[tuple[int, Row | SkipRow]]:
     """Yield ``(row_number, row)`` from a .jsonl, .json or .parquet file.
 
-    A row that is not a JSON object (a malformed jsonl line, a scalar in a json list) is yielded
-    as ``None`` so that the caller counts it. A .json file may hold a list of rows or an object
-    with one list-valued key ("data", "rows", "problems", "train", "test").
+    A row that cannot be used is yielded as a :class:`SkipRow` naming the reason, for the
+    caller to count: "malformed" (not JSON, or not a JSON object), "invalid_utf8" (bytes that
+    are not UTF-8: never replaced by U+FFFD inside a kept row), "too_long" (more than
+    ``max_row_bytes``). A .jsonl line is read in bounded memory: an over-long line is skipped
+    in chunks without being decoded or parsed. A .json file (a list of rows, or an object with
+    one list-valued key: "data", "rows", "problems", "train", "test") is parsed whole, then
+    each row is checked. A .parquet file is read in batches of 4096 rows; its strings are
+    UTF-8 by the format.
     """
     p = Path(path)
     suffix = p.suffix.lower()
@@ -67,37 +78,80 @@ def read_rows(path: str | Path) -> Iterator[tuple[int, Row | None]]:
     if not p.is_file():
         raise FileNotFoundError(f"dataset file not found: {p}")
     if suffix == ".jsonl":
-        with p.open(encoding="utf-8", errors="replace") as f:
-            for n, line in enumerate(f):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    yield n, None
-                    continue
-                yield n, row if isinstance(row, dict) else None
+        yield from _read_jsonl(p, max_row_bytes)
     elif suffix == ".json":
-        with p.open(encoding="utf-8", errors="replace") as f:
-            data = json.load(f)
-        if isinstance(data, dict):
-            lists = [v for k, v in data.items() if isinstance(v, list)]
-            keyed = [data[k] for k in ("data", "rows", "problems", "train", "test") if k in data]
-            if keyed and isinstance(keyed[0], list):
-                data = keyed[0]
-            elif len(lists) == 1:
-                data = lists[0]
-            else:
-                raise ValueError(f"{p}: a .json dataset must be a list of rows or hold one list")
-        if not isinstance(data, list):
-            raise ValueError(f"{p}: a .json dataset must be a list of rows")
-        for n, row in enumerate(data):
-            yield n, row if isinstance(row, dict) else None
+        yield from _read_json(p, max_row_bytes)
     else:
         import pyarrow.parquet as pq
 
-        table = pq.read_table(p)
-        for n, row in enumerate(table.to_pylist()):
+        n = 0
+        for batch in pq.ParquetFile(p).iter_batches(batch_size=4096):  # bounded memory
+            for row in batch.to_pylist():
+                yield n, row
+                n += 1
+
+
+def _read_jsonl(p: Path, max_row_bytes: int) -> Iterator[tuple[int, Row | SkipRow]]:
+    with p.open("rb") as f:
+        n = -1
+        while True:
+            raw = f.readline(max_row_bytes + 1)
+            if not raw:
+                return
+            n += 1
+            if len(raw) > max_row_bytes and not raw.endswith(b"\n"):
+                while raw and not raw.endswith(b"\n"):  # drop the rest of the line, in chunks
+                    raw = f.readline(1 << 16)
+                yield n, SkipRow("too_long")
+                continue
+            if not raw.strip():
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                yield n, SkipRow("invalid_utf8")
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                yield n, SkipRow("malformed")
+                continue
+            yield n, row if isinstance(row, dict) else SkipRow("malformed")
+
+
+def _has_surrogate(value: Any) -> bool:
+    """Whether a parsed JSON value holds a lone surrogate (undecodable bytes, escaped)."""
+    if isinstance(value, str):
+        return any("\ud800" <= c <= "\udfff" for c in value)
+    if isinstance(value, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_surrogate(v) for v in value)
+    return False
+
+
+def _read_json(p: Path, max_row_bytes: int) -> Iterator[tuple[int, Row | SkipRow]]:
+    # surrogateescape keeps the rows around an invalid byte readable; those rows are skipped
+    data = json.loads(p.read_bytes().decode("utf-8", errors="surrogateescape"))
+    if isinstance(data, dict):
+        lists = [v for k, v in data.items() if isinstance(v, list)]
+        keyed = [data[k] for k in ("data", "rows", "problems", "train", "test") if k in data]
+        if keyed and isinstance(keyed[0], list):
+            data = keyed[0]
+        elif len(lists) == 1:
+            data = lists[0]
+        else:
+            raise ValueError(f"{p}: a .json dataset must be a list of rows or hold one list")
+    if not isinstance(data, list):
+        raise ValueError(f"{p}: a .json dataset must be a list of rows")
+    for n, row in enumerate(data):
+        if not isinstance(row, dict):
+            yield n, SkipRow("malformed")
+        elif _has_surrogate(row):
+            yield n, SkipRow("invalid_utf8")
+        elif len(json.dumps(row, ensure_ascii=False).encode()) > max_row_bytes:
+            yield n, SkipRow("too_long")
+        else:
             yield n, row
 
 
@@ -244,7 +298,13 @@ SCHEMAS: dict[str, RowParser] = {
 
 
 def load_rows(
-    path: str | Path, parser: RowParser, source: str, *, dedup: bool = True
+    path: str | Path,
+    parser: RowParser,
+    source: str,
+    *,
+    dedup: bool = True,
+    max_row_bytes: int = MAX_ROW_BYTES,
+    log: bool = True,
 ) -> LoadResult:
     """Read ``path`` and turn each row into a :class:`PromptRecord` with ``parser``.
 
@@ -254,19 +314,21 @@ def load_rows(
             :class:`SkipRow` for unusable rows.
         source: the name recorded in each record and in the report.
         dedup: skip rows whose (problem, answer) was already seen (counted as "duplicate").
+        max_row_bytes: longer rows are skipped while reading ("too_long", see :func:`read_rows`).
+        log: log the report's summary (a caller that adds to the report logs it itself).
 
     Returns:
-        The records and a :class:`LoadReport` (also logged).
+        The records and a :class:`LoadReport`.
     """
     report = LoadReport(source=source, path=str(path))
     records: list[PromptRecord] = []
     seen: set[tuple[str, str]] = set()
     ids: set[str] = set()
-    for n, row in read_rows(path):
+    for n, row in read_rows(path, max_row_bytes):
         report.rows += 1
         where = f"row {n}"
-        if row is None:
-            report.skip("malformed", where)
+        if isinstance(row, SkipRow):
+            report.skip(row.reason, where)
             continue
         try:
             rid, problem, answer, meta = parser(row, n)
@@ -282,7 +344,8 @@ def load_rows(
             rid = f"{rid}#{n}"
         ids.add(rid)
         records.append(PromptRecord(rid, problem, answer, source, meta))
-    report.log()
+    if log:
+        report.log()
     return LoadResult(records, report)
 
 
@@ -293,6 +356,8 @@ def load_prompts(
     fields: FieldMap | None = None,
     source: str | None = None,
     dedup: bool = True,
+    max_row_bytes: int = MAX_ROW_BYTES,
+    log: bool = True,
 ) -> LoadResult:
     """Load a training prompt set from a local file.
 
@@ -302,6 +367,8 @@ def load_prompts(
         fields: field names for the "generic" schema.
         source: name for the records (default: the schema name).
         dedup: skip repeated (problem, answer) rows.
+        max_row_bytes: longer rows are skipped while reading and counted ("too_long").
+        log: log the report's summary.
 
     Example::
 
@@ -313,47 +380,6 @@ def load_prompts(
     if fields is not None and schema != "generic":
         raise ValueError("fields= applies to the 'generic' schema only")
     parser = (fields or FieldMap()).parser() if schema == "generic" else SCHEMAS[schema]
-    return load_rows(path, parser, source or schema, dedup=dedup)
-
-
-@dataclass
-class DatasetConfig:
-    """A training prompt set read from a local file (the ``data`` config group).
-
-    Attributes:
-        path: .jsonl / .json / .parquet file in the public schema of ``schema``.
-        schema: one of "dapo", "math", "deepscaler", "generic".
-        problem_field: problem field name ("generic" schema only).
-        answer_field: answer field name ("generic" schema only).
-        id_field: id field name ("generic" schema only).
-        solution_field: field whose last ``\\boxed{}`` is the answer when the answer field is
-            missing ("generic" schema only).
-        source: name recorded in the records (default: the schema name).
-        dedup: skip repeated (problem, answer) rows (DAPO-Math-17k repeats each problem).
-    """
-
-    path: str
-    schema: str = "generic"
-    problem_field: str = "problem"
-    answer_field: str = "answer"
-    id_field: str = "id"
-    solution_field: str = "solution"
-    source: str | None = None
-    dedup: bool = True
-
-    def __post_init__(self) -> None:
-        if self.schema not in SCHEMAS:
-            raise ValueError(f"schema must be one of {sorted(SCHEMAS)}, got {self.schema!r}")
-        if Path(self.path).suffix.lower() not in SUFFIXES:
-            raise ValueError(f"path must end with one of {SUFFIXES}, got {self.path!r}")
-
-    def load(self) -> LoadResult:
-        """Load the records (see :func:`load_prompts`)."""
-        fields = None
-        if self.schema == "generic":
-            fields = FieldMap(
-                self.problem_field, self.answer_field, self.id_field, self.solution_field
-            )
-        return load_prompts(
-            self.path, self.schema, fields=fields, source=self.source, dedup=self.dedup
-        )
+    return load_rows(
+        path, parser, source or schema, dedup=dedup, max_row_bytes=max_row_bytes, log=log
+    )

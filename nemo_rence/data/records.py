@@ -38,7 +38,9 @@ class LoadReport:
         source: the dataset or benchmark name.
         path: the file read ("" for in-package data).
         rows: rows read (including skipped ones).
-        skipped: skip reason -> count ("no_answer", "no_problem", "invalid_json", "duplicate" ...).
+        skipped: skip reason -> count: "malformed", "invalid_utf8", "too_long" (the reader),
+            "no_problem", "no_answer" (the row parser), "duplicate", "duplicate_other_answer",
+            "in_heldout" (:func:`nemo_rence.data.datasets.load_datasets`) ...
         examples: reason -> up to 3 example row locations, for the error message.
     """
 

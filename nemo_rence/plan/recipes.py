@@ -15,6 +15,11 @@ prompts up to 1024 tokens, responses up to 8192 (R1-Distill) or 4096 tokens (Qwe
 Llama-3.2-3B-Instruct), the paper's prompt template, rollout temperature 1.0 and 4 epochs (2 for
 Qwen3-4B-Base) of DeepScaleR-Preview (40,315 problems: 630 / 315 iterations of 256 prompts).
 Compare a method on the same setting by swapping the group: ``+recipes=conspo-... algorithm=rence``.
+
+Data and benchmarks (``docs/reproduce-table1.md``): ``rence-*`` GPU recipes train on
+``data=mixture`` (DAPO-Math-17k + MATH, ReNCE Sec. 4.1) and evaluate on its six Table-1
+benchmarks (avg@4, temperature 0.7); ``conspo-*`` on ``data=deepscaler`` and ConSPO's benchmarks
+(temperature 0.6, avg@32, every 100 steps); every file under ``$NEMO_RENCE_DATA_ROOT``.
 """
 
 from __future__ import annotations
@@ -53,9 +58,70 @@ class Recipe:
     template: str | None = None
     """``data.template``; None: the default (the ReNCE paper's)."""
     iterations: int | None = None
-    """``run.iterations``; None: the default."""
+    """``run.iterations``; None: the ReNCE paper's 50 (GPU recipes), the default (CPU)."""
     paper: str = "the ReNCE paper"
     """Whose settings the recipe follows (header comment)."""
+    data: str | None = "mixture"
+    """The ``data`` group (``conf/data/``): 'mixture' is the ReNCE paper's DAPO-Math-17k + MATH
+    (Sec. 4.1), 'deepscaler' the ConSPO paper's (Sec. 5.1); None: the default (arithmetic)."""
+    benchmarks: tuple[str, ...] = ()
+    """``eval.benchmarks``: the paper's table for this model (empty: ReNCE's six)."""
+
+
+DATA_ROOT = "${oc.env:NEMO_RENCE_DATA_ROOT,/data}"
+"""Where the recipes read datasets and benchmarks from (docs/reproduce-table1.md)."""
+
+BENCHMARK_FILES = {
+    "math500": "math500.jsonl",  # HuggingFaceH4/MATH-500 test.jsonl
+    "aime24": "aime24.parquet",  # HuggingFaceH4/aime_2024
+    "aime25": "aime25.jsonl",  # math-ai/aime25 test.jsonl
+    "aime26": "aime26.parquet",  # MathArena/aime_2026
+    "hmmt25": "hmmt25.parquet",  # MathArena/hmmt_feb_2025
+    "amc": "amc.parquet",  # AI-MO/aimo-validation-amc
+    "minerva": "minerva.jsonl",  # math-ai/minervamath
+    "olympiadbench": "olympiadbench.parquet",  # Hothan/OlympiadBench OE_TO_maths_en_COMP
+}
+"""Benchmark -> file name under ``$NEMO_RENCE_DATA_ROOT/benchmarks/``."""
+
+RENCE_ITERATIONS = 50
+"""ReNCE Sec. 4.1: 50 iterations (GRPO 200, DAPO and semi-online DPO 80: set run.iterations)."""
+
+RENCE_BENCHMARKS = ("olympiadbench", "minerva", "aime25", "aime24", "math500", "amc")
+"""ReNCE Table 1, in its column order."""
+CONSPO_BENCHMARKS = ("aime24", "aime25", "aime26", "hmmt25", "math500", "amc", "olympiadbench")
+"""ConSPO Tables 1-3 and 5, in their column order."""
+CONSPO_LLAMA_BENCHMARKS = ("aime24", "math500", "amc", "olympiadbench")
+"""ConSPO Table 4 (Llama-3.2-3B-Instruct)."""
+
+
+def _eval_schema_exists() -> bool:
+    """Whether :class:`~nemo_rence.config.TrainConfig` has the ``eval`` section yet: the
+    recipes carry their benchmarks from then on (rerun ``--write``)."""
+    import dataclasses
+
+    from nemo_rence.config import TrainConfig
+
+    return "eval" in {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def eval_lines(r: Recipe) -> list[str]:
+    """The recipe's ``eval`` section: its paper's benchmarks and sampling (ReNCE Sec. 4.1:
+    avg@4 at temperature 0.7; ConSPO Sec. 5.1 / Table 8: every 100 steps, temperature 0.6,
+    top-p 0.95, avg@32 on AIME / HMMT / AMC, the training response length)."""
+    if r.data is None:
+        return []
+    names = r.benchmarks or RENCE_BENCHMARKS
+    conspo = r.paper == "the ConSPO paper"
+    return [
+        "eval:",
+        "  benchmarks:",
+        *(f"    {n}: {DATA_ROOT}/benchmarks/{BENCHMARK_FILES[n]}" for n in names),
+        # ReNCE gives no interval (50 iterations, the best checkpoint by the benchmarks' average)
+        f"  every: {100 if conspo else 5}",
+        f"  k: {32 if conspo else 4}",
+        f"  temperature: {0.6 if conspo else 0.7}",
+        f"  max_new_tokens: {r.max_new_tokens or 6656}",
+    ]
 
 
 RECIPES: tuple[Recipe, ...] = (
@@ -65,6 +131,7 @@ RECIPES: tuple[Recipe, ...] = (
         "tiny",
         tp=2,
         gpu_mem_gib=8.0,
+        data=None,
     ),
     Recipe(
         "rence-r1-distill-qwen-1.5b-1n8g",
@@ -110,6 +177,9 @@ RECIPES: tuple[Recipe, ...] = (
             template="conspo",
             iterations=iterations,
             paper="the ConSPO paper",
+            data="deepscaler",
+            # Tables 1-3: seven benchmarks; Table 4 (Llama-3.2-3B-Instruct): four
+            benchmarks=CONSPO_LLAMA_BENCHMARKS if "llama3.2" in name else CONSPO_BENCHMARKS,
         )
         for name, title, model, tp, response, iterations in (
             (
@@ -175,6 +245,7 @@ def _body(r: Recipe) -> str:
     else:
         groups = [
             *([f"  - override /algorithm: {r.algorithm}"] if r.algorithm != "rence" else []),
+            *([f"  - override /data: {r.data}"] if r.data else []),
             "  - override /model: hf",
             "  - override /rollout: trtllm",
             "  - override /scale: paper",
@@ -182,14 +253,26 @@ def _body(r: Recipe) -> str:
         model = ["model:", f"  hf_dir: ${{oc.env:NEMO_RENCE_CKPT_ROOT,/checkpoints}}/{r.model}"]
         data = [
             f"  {k}: {v}"
-            for k, v in (("max_prompt_tokens", r.max_prompt_tokens), ("template", r.template))
+            for k, v in (
+                ("max_prompt_tokens", r.max_prompt_tokens),
+                ("template", r.template),
+                # the papers train on the whole set; their validation is the benchmarks
+                ("heldout_fraction", 0.0 if r.data else None),
+            )
             if v is not None
         ]
         model += ["data:", *data] if data else []
         if r.max_new_tokens is not None:
             model += ["rollout:", f"  max_new_tokens: {r.max_new_tokens}"]
-        if r.iterations is not None:
-            model += ["run:", f"  iterations: {r.iterations}"]
+        # the paper's length (ReNCE: 50 iterations) and no wall-clock budget (train.yaml's
+        # 14 minutes are the CPU default's)
+        model += [
+            "run:",
+            f"  iterations: {r.iterations or RENCE_ITERATIONS}",
+            "  time_budget_min: 0",
+        ]
+        if _eval_schema_exists():
+            model += eval_lines(r)
         policy = ["  precision: bf16", "  recompute: true"]
     if r.sequence_parallel:
         policy.append("  sequence_parallel: true")
@@ -250,8 +333,15 @@ def render_recipe(r: Recipe) -> str:
     ]
     if r.paper == "the ConSPO paper":
         head.append(
-            "# Data: the paper trains on DeepScaleR-Preview (data.task=jsonl data.path=...); "
-            "its evaluation samples at temperature 0.6, top-p 0.95."
+            "# Data: the paper trains on DeepScaleR-Preview (data=deepscaler: "
+            "$NEMO_RENCE_DATA_ROOT/deepscaler.json); it evaluates on "
+            f"{', '.join(r.benchmarks)} at temperature 0.6, top-p 0.95 (docs/reproduce-table1.md)."
+        )
+    elif r.data:
+        head.append(
+            "# Data: DAPO-Math-17k + MATH (data=mixture: $NEMO_RENCE_DATA_ROOT/"
+            "dapo-math-17k.parquet, math-train.parquet), evaluated on the paper's six benchmarks "
+            "at temperature 0.7, avg@4 (docs/reproduce-table1.md)."
         )
     if r.sequence_parallel:
         head.append(

@@ -146,6 +146,7 @@ def test_eval_of_an_hf_dir_matches_a_recomputation_from_the_samples(coin, tmp_pa
 
 TRAIN = [
     "data.task=jsonl",
+    "data.heldout_fraction=0.4",  # a hash split: 16 problems, some of them held out
     "data.template=plain",
     "data.chat_template=false",
     "filter.enabled=false",

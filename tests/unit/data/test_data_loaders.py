@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from nemo_rence.data.loaders import DatasetConfig, FieldMap, answer_text, load_prompts, read_rows
+from nemo_rence.data.loaders import FieldMap, answer_text, load_prompts, read_rows
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "data"
 
@@ -99,18 +99,3 @@ def test_unknown_schema_and_file_type_errors_are_explicit(tmp_path):
 )
 def test_answer_text_normalises_stored_answer_types(value, text):
     assert answer_text(value) == text
-
-
-def test_dataset_config_validates_and_loads():
-    cfg = DatasetConfig(
-        path=str(FIXTURES / "generic.jsonl"),
-        problem_field="question",
-        answer_field="target",
-        id_field="uid",
-    )
-    assert [r.id for r in cfg.load().records] == ["g1", "g2"]
-    assert len(DatasetConfig(path=str(FIXTURES / "math.jsonl"), schema="math").load()) == 3
-    with pytest.raises(ValueError, match="schema"):
-        DatasetConfig(path="x.jsonl", schema="gsm8k")
-    with pytest.raises(ValueError, match="path"):
-        DatasetConfig(path="x.csv")
