@@ -31,7 +31,13 @@ from nemo_rence.loop import Components
 from nemo_rence.model_sources import resolve_model_dir
 from nemo_rence.registry import Registry
 
-__all__ = ["ENGINES", "build_components", "build_engine", "resolve_eos_ids"]
+__all__ = [
+    "ENGINES",
+    "build_components",
+    "build_engine",
+    "load_benchmarks",
+    "resolve_eos_ids",
+]
 
 
 def _datasets(
@@ -47,6 +53,26 @@ def _datasets(
     if rank() == 0:
         print(report.summary(), flush=True)
     return train, heldout, report.metrics()
+
+
+def load_benchmarks(cfg: TrainConfig) -> list[tuple[Any, Any]]:
+    """``eval.benchmarks`` read in their public schemas (the name picks the schema when it is
+    a registered benchmark); a file without a usable row is a config error."""
+    from nemo_rence.config import ConfigError
+    from nemo_rence.evaluation.inputs import (
+        EvalInputError,
+        load_benchmark_file,
+        parse_benchmark_arg,
+    )
+
+    out = []
+    for name, path in cfg.eval.benchmarks.items():
+        try:
+            bench = parse_benchmark_arg(f"{name}={path}")
+            out.append((bench, load_benchmark_file(bench)))
+        except EvalInputError as err:
+            raise ConfigError(f"eval.benchmarks.{name}: {err}") from err
+    return out
 
 
 def resolve_eos_ids(hf_dir: Path, tokenizer: Any) -> tuple[int, ...]:
@@ -201,5 +227,6 @@ def build_components(cfg: TrainConfig, work_dir: Path) -> Components:
         source=source,
         heldout=heldout[: cfg.run.eval_size],
         data_metrics=data_metrics,
+        benchmarks=load_benchmarks(cfg),
         reference=reference,
     )

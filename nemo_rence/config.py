@@ -31,6 +31,7 @@ from nemo_rence.algorithm.correction import CorrectionConfig
 from nemo_rence.algorithm.filter import FilterConfig
 from nemo_rence.data.config import DataConfig
 from nemo_rence.errors import ConfigError
+from nemo_rence.evaluation.config import EvalConfig
 from nemo_rence.infra.trackers import TrackingConfig
 from nemo_rence.rewards.reward_fn import RewardConfig
 
@@ -373,6 +374,7 @@ class TrainConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:

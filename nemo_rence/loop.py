@@ -73,6 +73,8 @@ class Components:
     """D.batch() of Algorithm 1: the next prompts (empty when exhausted); a stateful source
     (:class:`~nemo_rence.data.source.PromptSource`) is checkpointed with the trainer."""
     heldout: list[PromptRecord]
+    benchmarks: list[tuple[Any, Any]] = field(default_factory=list)
+    """``eval.benchmarks`` as (``BenchmarkFile``, ``LoadResult``) pairs, read at build time."""
     data_metrics: dict[str, float] = field(default_factory=dict)
     """What the data loaders read, kept and skipped (``data/...``), logged once at the start."""
     reference: ReferencePolicy | None = None
@@ -122,6 +124,10 @@ class Trainer:
         self.is_main = is_main
         self.eval_history: list[tuple[int, dict[str, float]]] = []
         self.eval_samples: list[dict[str, Any]] = []
+        self.bench_results: list[Any] = []
+        self.table = ""
+        """The last benchmark evaluation as a Table-1 Markdown document (rank 0)."""
+        """The ``BenchmarkResult`` of each benchmark in the last :meth:`evaluate` (rank 0)."""
         """Per-prompt rows of the last :meth:`validate` (problem, answer, response, reward)."""
         self.timer = StageTimer()
         self.filter = PromptFilter(
@@ -294,9 +300,30 @@ class Trainer:
         self.eval_history.append((self.iteration, metrics))
         if self.logger is not None:
             self.logger.log(self.iteration, {**metrics, f"eval/is_{tag}": 1.0})
-            samples = self.logger.run_dir / "samples" / f"eval-iter{self.iteration:06d}-{tag}.jsonl"
-            samples.parent.mkdir(parents=True, exist_ok=True)
-            samples.write_text("".join(json.dumps(row) + "\n" for row in self.eval_samples))
+            name = f"iter{self.iteration:06d}-{tag}"
+            if self.eval_samples:
+                samples = self.logger.run_dir / "samples" / f"eval-{name}.jsonl"
+                samples.parent.mkdir(parents=True, exist_ok=True)
+                samples.write_text("".join(json.dumps(row) + "\n" for row in self.eval_samples))
+            if self.bench_results:  # results.json / results.md / samples.jsonl, as nemo-rence eval
+                self._write_benchmarks(self.logger.run_dir / "eval" / name, tag)
+
+    def _write_benchmarks(self, out: Path, tag: str) -> None:
+        from nemo_rence.evaluation.runner import render_markdown, results_json, write_outputs
+
+        e = self.cfg.eval
+        settings = {
+            "k": e.k,
+            "temperature": e.temperature,
+            "top_p": e.top_p,
+            "max_new_tokens": e.max_new_tokens or self.cfg.rollout.max_new_tokens,
+            "engine": self.cfg.rollout.engine,
+            "seed": self.cfg.run.seed,
+        }
+        label = f"iteration {self.iteration} ({tag})"
+        doc = results_json(label, {"iteration": self.iteration}, settings, self.bench_results)
+        self.table = render_markdown(doc)
+        write_outputs(out, doc, self.bench_results, self.table)
 
     # -- state (checkpoint / resume) ----------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -377,10 +404,60 @@ class Trainer:
         }
 
     # -- the run ------------------------------------------------------------------------------
-    def evaluate(self, tag: str) -> dict[str, float]:
-        """Held-out evaluation (rank 0's numbers; empty on other ranks), logged under ``tag``."""
-        metrics = self.validate(self.parts.heldout)
+    def evaluate(self, tag: str, heldout: bool = True, benchmarks: bool = True) -> dict[str, float]:
+        """Held-out greedy accuracy and the ``eval.benchmarks`` (rank 0's numbers; empty on other
+        ranks), logged under ``tag`` (before / periodic / after)."""
+        self.eval_samples, self.bench_results = [], []
+        metrics = self.validate(self.parts.heldout) if heldout else {}
+        if benchmarks and self.parts.benchmarks and self.is_main:
+            metrics.update(self.evaluate_benchmarks())
         self.log_eval(metrics, tag)
+        return metrics
+
+    def evaluate_benchmarks(self) -> dict[str, float]:
+        """Each benchmark with ``eval.k`` samples per problem at ``eval.temperature`` (rank 0),
+        through :func:`~nemo_rence.evaluation.runner.evaluate_benchmark` (``nemo-rence eval``).
+
+        Returns ``eval/<name>/avg@k``, ``eval/<name>/std`` (the paper's per-problem std),
+        ``eval/<name>/pass@k`` and ``eval/avg``, the mean of the benchmarks' avg@k. Sampling
+        seeds come from their own stream (run seed, iteration): the training streams are
+        untouched.
+        """
+        from nemo_rence.evaluation.inputs import EvalSettings
+        from nemo_rence.evaluation.runner import benchmark_json, evaluate_benchmark
+
+        e, cfg = self.cfg.eval, self.cfg
+        settings = EvalSettings(
+            k=e.k, temperature=e.temperature, top_p=e.top_p, batch_size=e.batch_size
+        )
+        rng = random.Random(cfg.run.seed * 1_000_003 + self.iteration)
+        metrics: dict[str, float] = {}
+        averages = []
+        for bench, loaded in self.parts.benchmarks:
+            result = evaluate_benchmark(
+                bench,
+                loaded,
+                engine=self.engine,
+                encode=self.parts.encode,
+                decode=self.parts.decode,
+                reward=self.parts.reward,
+                settings=settings,
+                max_prompt_tokens=cfg.data.max_prompt_tokens,
+                max_new_tokens=e.max_new_tokens or cfg.rollout.max_new_tokens,
+                stop_token_ids=self.parts.eos_token_ids,
+                rng=rng,
+            )
+            self.bench_results.append(result)
+            entry = benchmark_json(result)
+            if entry["avg_at_k"] is None:  # every prompt too long: counted in its report
+                continue
+            name, k = bench.name, e.k
+            metrics[f"eval/{name}/avg@{k}"] = entry["avg_at_k"]
+            metrics[f"eval/{name}/std"] = entry["std"]
+            metrics[f"eval/{name}/pass@{k}"] = entry["pass_at_k"][str(k)]
+            averages.append(entry["avg_at_k"])
+        if averages:
+            metrics["eval/avg"] = sum(averages) / len(averages)
         return metrics
 
     def fit(
@@ -465,9 +542,12 @@ class Trainer:
 
     def _after_iteration(self, checkpoints: Any) -> None:
         """Periodic evaluation (and ``checkpoints/best``), then the periodic checkpoint."""
-        run = self.cfg.run
-        if run.eval_every and self.iteration % run.eval_every == 0:
-            checkpoints.update_best(self, self.evaluate("periodic"))
+        run, it = self.cfg.run, self.iteration
+        heldout = bool(run.eval_every) and it % run.eval_every == 0
+        every = self.cfg.eval.every or run.eval_every
+        benchmarks = bool(self.parts.benchmarks) and bool(every) and it % every == 0
+        if heldout or benchmarks:
+            checkpoints.update_best(self, self.evaluate("periodic", heldout, benchmarks))
         if run.save_every and self.iteration % run.save_every == 0:
             checkpoints.save(self)
 

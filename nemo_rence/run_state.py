@@ -393,6 +393,8 @@ class CheckpointManager:
             every checkpoint, compared on resume, appended to ``config-history.jsonl``.
         resume: ``run.resume``, one of :data:`RESUME_MODES`.
         log: where notes go (repaired pointers, skipped checkpoints, allowed config changes).
+        best_metric: the evaluation metric ``best`` maximises: ``eval/accuracy`` (held-out) or
+            ``eval/avg`` (the mean avg@k of ``eval.benchmarks``, as the paper selects).
     """
 
     def __init__(
@@ -402,6 +404,7 @@ class CheckpointManager:
         config: Mapping[str, Any] | None = None,
         resume: str = "auto",
         log: Callable[[str], None] | None = None,
+        best_metric: str = BEST_METRIC,
     ) -> None:
         if resume not in RESUME_MODES:
             raise ValueError(f"run.resume must be one of {list(RESUME_MODES)}, got {resume!r}")
@@ -410,6 +413,7 @@ class CheckpointManager:
         self.keep = keep
         self.config = json.loads(json.dumps(config)) if config is not None else None
         self.resume_mode = resume
+        self.best_metric = best_metric
         self.log = log or (lambda msg: print(msg, flush=True))
         self._saved_iteration: int | None = None
         self._prepared = False
@@ -727,7 +731,7 @@ class CheckpointManager:
         """
         decision = None
         if _rank() == 0:
-            value = metrics.get(BEST_METRIC)
+            value = metrics.get(self.best_metric)
             current = self.best()
             if (
                 trainer.iteration >= 1
@@ -746,7 +750,7 @@ class CheckpointManager:
             record = {
                 "checkpoint": name,
                 "iteration": trainer.iteration,
-                "metric": BEST_METRIC,
+                "metric": self.best_metric,
                 "value": decision,
             }
             _write_atomic(self.root / "best", json.dumps(record) + "\n")

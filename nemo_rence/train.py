@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = compose(args.overrides, config_name=args.config_name)
         check_world_size(cfg, int(os.environ.get("WORLD_SIZE", "1")))
-        cfg.data.check_files()  # every dataset file named by the config exists
+        cfg.data.check_files()  # every dataset and benchmark file named by the config exists
+        cfg.eval.check_files()
     except ConfigError as err:
         print(f"nemo-rence train: {err}", file=sys.stderr)
         return 2
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         keep=cfg.run.keep_checkpoints,
         config=cfg.to_dict(),
         resume=cfg.run.resume,
+        best_metric="eval/avg" if cfg.eval.benchmarks else "eval/accuracy",
     )
     lock = RunLock(run_dir)
     try:  # before anything heavy: the run directory's lock, the resume decision, config checks
@@ -102,6 +104,7 @@ def _build_and_fit(
     if cfg.run.threads > 0:
         torch.set_num_threads(cfg.run.threads)
     from nemo_rence.build import build_components
+    from nemo_rence.config import ConfigError
     from nemo_rence.data.datasets import EmptyDatasetError
     from nemo_rence.infra.distributed import rank
     from nemo_rence.infra.metrics import MetricsLogger
@@ -123,7 +126,7 @@ def _build_and_fit(
         if main:
             _report(trainer, checkpoints, result, run_dir, launched)
         return result.exit_code
-    except EmptyDatasetError as err:  # found while reading, before any model is built
+    except (EmptyDatasetError, ConfigError) as err:  # data read before any model is built
         print(f"nemo-rence train: {err}", file=sys.stderr)
         return 2
     except CheckpointError as err:
@@ -148,18 +151,21 @@ def _report(trainer: Any, checkpoints: Any, result: Any, run_dir: Path, launched
     trainer.logger.flush()
     plots = write_plots(run_dir)
     print(f"held-out after training:  {_fmt(result.after)}", flush=True)
+    if trainer.table:  # the benchmarks' Table-1 row (also in eval/iter-N-after/results.md)
+        print(trainer.table, flush=True)
     first = trainer.eval_history[0][1] if trainer.eval_history else {}
     if "eval/accuracy" in result.after and "eval/accuracy" in first:
         delta = 100 * (result.after["eval/accuracy"] - first["eval/accuracy"])
         print(f"held-out accuracy change: {delta:+.1f} points", flush=True)
-        best = checkpoints.best()
-        if best is not None:
-            gain = 100 * (best.value - first["eval/accuracy"])
-            print(
-                f"best held-out accuracy: {100 * best.value:.1f}% at iteration {best.iteration} "
-                f"({gain:+.1f} points; checkpoints/best -> {best.checkpoint})",
-                flush=True,
-            )
+    best = checkpoints.best()
+    if best is not None and best.metric in first:
+        gain = 100 * (best.value - first[best.metric])
+        what = "held-out accuracy" if best.metric == "eval/accuracy" else best.metric
+        print(
+            f"best {what}: {100 * best.value:.1f}% at iteration {best.iteration} "
+            f"({gain:+.1f} points; checkpoints/best -> {best.checkpoint})",
+            flush=True,
+        )
     print(
         f"run directory: {run_dir} (metrics.jsonl, tb/, checkpoints/ -> {result.latest.name}, "
         f"{len(plots)} plots in plots/); {time.perf_counter() - launched:.0f} s",

@@ -94,16 +94,6 @@ CONSPO_LLAMA_BENCHMARKS = ("aime24", "math500", "amc", "olympiadbench")
 """ConSPO Table 4 (Llama-3.2-3B-Instruct)."""
 
 
-def _eval_schema_exists() -> bool:
-    """Whether :class:`~nemo_rence.config.TrainConfig` has the ``eval`` section yet: the
-    recipes carry their benchmarks from then on (rerun ``--write``)."""
-    import dataclasses
-
-    from nemo_rence.config import TrainConfig
-
-    return "eval" in {f.name for f in dataclasses.fields(TrainConfig)}
-
-
 def eval_lines(r: Recipe) -> list[str]:
     """The recipe's ``eval`` section: its paper's benchmarks and sampling (ReNCE Sec. 4.1:
     avg@4 at temperature 0.7; ConSPO Sec. 5.1 / Table 8: every 100 steps, temperature 0.6,
@@ -120,6 +110,7 @@ def eval_lines(r: Recipe) -> list[str]:
         f"  every: {100 if conspo else 5}",
         f"  k: {32 if conspo else 4}",
         f"  temperature: {0.6 if conspo else 0.7}",
+        *(["  top_p: 0.95"] if conspo else []),
         f"  max_new_tokens: {r.max_new_tokens or 6656}",
     ]
 
@@ -271,8 +262,7 @@ def _body(r: Recipe) -> str:
             f"  iterations: {r.iterations or RENCE_ITERATIONS}",
             "  time_budget_min: 0",
         ]
-        if _eval_schema_exists():
-            model += eval_lines(r)
+        model += eval_lines(r)
         policy = ["  precision: bf16", "  recompute: true"]
     if r.sequence_parallel:
         policy.append("  sequence_parallel: true")

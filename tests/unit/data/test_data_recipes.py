@@ -64,7 +64,8 @@ def test_eval_sections_carry_the_papers_benchmarks_and_sampling(recipe):
     section = _eval(recipe)
     names = [n for n in section if n in BENCHMARKS]
     assert all(
-        n in BENCHMARKS or n in ("every", "k", "temperature", "max_new_tokens") for n in section
+        n in BENCHMARKS or n in ("every", "k", "temperature", "top_p", "max_new_tokens")
+        for n in section
     )
     for n in names:
         assert section[n] == "${oc.env:NEMO_RENCE_DATA_ROOT,/data}/benchmarks/" + BENCHMARK_FILES[n]
@@ -81,6 +82,7 @@ def test_eval_sections_carry_the_papers_benchmarks_and_sampling(recipe):
             else list(CONSPO_BENCHMARKS)  # fmt: skip
         assert names == expected
         assert (section["k"], section["temperature"], section["every"]) == ("32", "0.6", "100")
+        assert section["top_p"] == "0.95"
         assert section["max_new_tokens"] == str(recipe.max_new_tokens)
 
 
