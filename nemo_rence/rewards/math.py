@@ -155,7 +155,7 @@ def enforce_answer_form(result: RewardResult, form: str, mode: str = "paper") ->
 
     ``"any"`` (the default; benchmarks): equivalence alone decides. ``"number"``: the boxed answer
     must also be written as a number (:func:`~nemo_rence.rewards.normalize.parse_number`: an
-    integer, decimal, fraction, percentage, scientific notation). A task whose problem is itself
+    integer, decimal, fraction, percentage, scientific notation; or a decimal comma, ``1,5``). A task whose problem is itself
     an expression needs this: for "Compute 5 + 3." the box ``\\boxed{5 + 3}`` is equivalent to 8
     (sympy), and a policy learns to copy the problem into the box. Such an answer scores as
     boxed and wrong, with ``method = "not_a_number"``.
@@ -170,7 +170,10 @@ def enforce_answer_form(result: RewardResult, form: str, mode: str = "paper") ->
         raise ValueError(f"answer_form must be one of {ANSWER_FORMS}, got {form!r}")
     if form == "any" or not result.correct or result.extracted is None:
         return result
-    if parse_number(normalize(strip_math_wrappers(result.extracted))) is not None:
+    norm = normalize(strip_math_wrappers(result.extracted))
+    if parse_number(norm) is not None:
+        return result
+    if not _SPACED_COMMA.search(result.extracted) and parse_decimal_comma(norm) is not None:
         return result
     return dataclasses.replace(
         result, correct=False, reward=reward_value(True, False, mode), method="not_a_number"

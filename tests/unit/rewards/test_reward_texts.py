@@ -136,3 +136,12 @@ def test_hostile_texts_return_quickly_and_never_raise(name):
 def test_hostile_answers_in_texts_never_reach_sympy():
     for name in ("tower_in_prose", "python_tower_in_prose", "bold_tower", "factorial_in_prose"):
         assert equivalence(HOSTILE_TEXTS[name], "5")[1] in ("rejected", "number", "string"), name
+
+
+def test_number_form_accepts_a_decimal_comma_but_not_an_expression_or_a_run_of_boxes():
+    from nemo_rence.rewards.math import enforce_answer_form
+
+    assert enforce_answer_form(score(r"\boxed{1,5}", "1.5"), "number").reward == 1.0
+    assert enforce_answer_form(score(r"\boxed{1 + 0.5}", "1.5"), "number").reward == 0.1
+    joined = score(r"\boxed{3}, \boxed{4}", "3, 4")
+    assert joined.correct and enforce_answer_form(joined, "number").method == "not_a_number"
