@@ -33,8 +33,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-# trl_compare imports only the standard library at module level: safe under TRL's interpreter
-from trl_compare import descendants_hwm_bytes, maxrss_bytes
+from _rss import GIB, descendants_hwm_bytes, maxrss_bytes  # standard library only
 
 
 def main(spec_path: str, result_path: str) -> None:
@@ -212,13 +211,13 @@ def main(spec_path: str, result_path: str) -> None:
         "per_step": per_step,
         "rollouts_per_step": n,
         "response_tokens_per_step": tokens_per_step,
-        "peak_rss_gib": (rss_peak + children) / 2**30,
+        "peak_rss_gib": (rss_peak + children) / GIB,
         "rss_breakdown_gib": {
-            "after_imports": rss_start / 2**30,
-            "after_model_load": rss_model / 2**30,
-            "after_trainer_init": rss_built / 2**30,
-            "after_train": rss_peak / 2**30,
-            "descendants_peak": children / 2**30,
+            "after_imports": rss_start / GIB,
+            "after_model_load": rss_model / GIB,
+            "after_trainer_init": rss_built / GIB,
+            "after_train": rss_peak / GIB,
+            "descendants_peak": children / GIB,
         },
     }
     Path(result_path).write_text(json.dumps(result, indent=2))

@@ -39,8 +39,8 @@ CASES: dict[str, tuple[str, int, int, int, int]] = {
 
 
 def _arch(model: str, layers: int, hidden: int):
+    from nemo_rence.arch import ArchSpec
     from nemo_rence.plan.models import arch_for, tiny_hf_config
-    from nemo_rence.policy.megatron.model import ArchSpec
 
     if model == "smollm2":
         return arch_for("SmolLM2-135M-Instruct")
@@ -62,9 +62,9 @@ def _warm_up(batch: object, loss_fn: object) -> None:
 
     import torch
 
+    from nemo_rence.arch import ArchSpec
     from nemo_rence.plan.models import tiny_hf_config
     from nemo_rence.policy.interface import PolicyBatch
-    from nemo_rence.policy.megatron.model import ArchSpec
     from nemo_rence.policy.megatron.policy import MegatronPolicy, MegatronPolicyConfig
 
     arch = ArchSpec.from_hf_config(tiny_hf_config(1, 32))

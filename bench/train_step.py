@@ -29,8 +29,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 
+from nemo_rence.arch import ArchSpec
 from nemo_rence.policy.interface import MicroBatch, PolicyBatch, algorithm_loss
-from nemo_rence.policy.megatron.model import ArchSpec
 
 SMOLLM2_135M = ArchSpec(
     model_type="llama",

@@ -6,7 +6,7 @@ the prompts our trainer draws, in order), the same reward (``nemo_rence.rewards.
 rollouts of P prompts with at most N new tokens each, the same torch thread count. Each side runs
 in its own child process (so the peak RSS is its own):
 
-- ours: ``Trainer.train_iteration`` of the real loop (``config.compose`` + ``build_components``)
+- ours: ``bench/_ours_worker.py``, ``Trainer.train_iteration`` of the real loop (``config.compose`` + ``build_components``)
   with ``filter.enabled=false``, the filter's documented GRPO mode ("keeps every group, no eq. (3),
   no mastery"), so one iteration generates exactly P x K rollouts like TRL; the loss is ReNCE.
   Stage split from the trainer's ``time/*`` metrics, rollout split into generate / grade.
@@ -38,19 +38,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRL_WORKER = Path(__file__).resolve().parent / "_trl_grpo_worker.py"
+OURS_WORKER = Path(__file__).resolve().parent / "_ours_worker.py"
 TRL_PYTHON_ENV = "NEMO_RENCE_TRL_PYTHON"
 DEFAULT_TRL_PYTHON = "/work/trl-venv/bin/python"
 TARGET_SPEEDUP = 1.5
@@ -58,7 +55,6 @@ TARGET_RSS_RATIO = 0.5
 SIDES = ("ours", "trl")
 DEFAULT_TRL = ("group:on", "all:off")
 _GC = {"on": True, "off": False, "default": None}
-GIB = 2**30
 
 
 # -- arguments --------------------------------------------------------------------------------
@@ -108,7 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra config override for our side (key=value), repeatable",
     )
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per side")
-    ap.add_argument("--_child-ours", nargs=2, metavar=("SPEC", "RESULT"), help=argparse.SUPPRESS)
     return ap
 
 
@@ -245,11 +240,11 @@ def plan_prompts(overrides: Sequence[str], iterations: int) -> dict[str, Any]:
     """
     from transformers import AutoTokenizer
 
-    from nemo_rence.build import resolve_model_dir
     from nemo_rence.config import compose
     from nemo_rence.data.sampler import PromptSampler
     from nemo_rence.data.synthetic import ArithmeticConfig, generate_arithmetic
     from nemo_rence.data.template import PromptConfig, build_prompt, encode_prompt, filter_by_length
+    from nemo_rence.model_sources import resolve_model_dir
 
     cfg = compose(list(overrides))
     d = cfg.data
@@ -278,167 +273,6 @@ def plan_prompts(overrides: Sequence[str], iterations: int) -> dict[str, Any]:
             for r in records
         ],
     }
-
-
-# -- our side (child process) -----------------------------------------------------------------
-def descendants_hwm_bytes() -> int:
-    """Sum of the peak RSS (VmHWM) of this process's live descendants (grader workers)."""
-    children: dict[int, list[int]] = defaultdict(list)
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children[ppid].append(int(entry))
-    total, todo = 0, list(children[os.getpid()])
-    while todo:
-        pid = todo.pop()
-        todo.extend(children[pid])
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                total += next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("VmHWM:"))
-        except (OSError, StopIteration):
-            pass
-    return total
-
-
-def maxrss_bytes() -> int:
-    """This process's peak RSS: ``VmHWM`` (per address space, so not the parent's peak that
-    ``ru_maxrss`` carries across ``exec``); ``ru_maxrss`` where /proc is missing."""
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-class _Timed:
-    """Wraps a callable, adding its wall seconds to ``seconds[key]``."""
-
-    def __init__(self, fn: Any, seconds: dict[str, float], key: str) -> None:
-        self.fn, self.seconds, self.key = fn, seconds, key
-
-    def __call__(self, *a: Any, **kw: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return self.fn(*a, **kw)
-        finally:
-            self.seconds[self.key] += time.perf_counter() - t0
-
-
-def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
-    """Warm-up + measured ``Trainer.train_iteration`` calls; times, stage split, peak RSS."""
-    import dataclasses
-
-    import megatron.core
-    import torch
-    import transformers
-
-    import nemo_rence
-    from nemo_rence.build import build_components
-    from nemo_rence.config import compose
-    from nemo_rence.loop import Trainer
-    from nemo_rence.policy.megatron.parallel import teardown
-
-    cfg = compose(spec["overrides"])
-    torch.set_num_threads(cfg.run.threads)
-    rss_start = maxrss_bytes()
-    work_dir = Path(spec["work_dir"])
-    built = build_components(cfg, work_dir)
-    parts = built.parts
-    drawn: list[str] = []
-    source = parts.source
-
-    def recording_source() -> list[Any]:
-        records = source()
-        drawn.extend(r.id for r in records)
-        return records
-
-    sub: dict[str, float] = defaultdict(float)
-    engine = parts.engine
-    assert engine is not None
-    engine.generate = _Timed(engine.generate, sub, "generate")  # type: ignore[method-assign]
-    parts.reward.batch = _Timed(parts.reward.batch, sub, "grade")
-    parts = dataclasses.replace(parts, source=recording_source)
-    trainer = Trainer(cfg, parts, logger=None)
-    rss_built = maxrss_bytes()
-    iterations = []
-    try:
-        for i in range(spec["warmup"] + spec["steps"]):
-            sub.clear()
-            t0, c0 = time.perf_counter(), time.process_time()
-            metrics = trainer.train_iteration()
-            seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-            stages = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("time/")}
-            stages["rollout.generate"] = sub["generate"]
-            stages["rollout.grade"] = sub["grade"]
-            rollouts = int(metrics["filter/rollouts"])
-            iterations.append(
-                {
-                    "iteration_s": seconds,
-                    "cpu_s": cpu,
-                    "stages_s": stages,
-                    "rollouts": rollouts,
-                    "response_tokens": round(metrics["rollout/response_tokens_mean"] * rollouts),
-                    "reward_mean": metrics["reward/mean"],
-                    "maxrss_gib": maxrss_bytes() / GIB,
-                }
-            )
-            print(f"ours: iteration {i} {seconds:.1f} s", file=sys.stderr, flush=True)
-        rss_peak = maxrss_bytes()
-        children = descendants_hwm_bytes()
-    finally:
-        built.reward.close()
-        teardown()
-    measured = iterations[spec["warmup"] :]
-    stage_keys = sorted({k for it in measured for k in it["stages_s"]})
-    return {
-        "versions": {
-            "python": sys.version.split()[0],
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "megatron_core": megatron.core.__version__,
-            "nemo_rence": nemo_rence.__version__,
-        },
-        "trainer": "nemo_rence.loop.Trainer.train_iteration (ReNCE)",
-        "config": {
-            "overrides": spec["overrides"],
-            "loss": cfg.loss["name"],
-            "filter_enabled": cfg.filter.enabled,
-            "n_update": cfg.optim.n_update,
-            "mini_batch_groups": cfg.optim.mini_batch_size,
-            "micro_batch_rollouts": cfg.rollout.group_size * cfg.policy.micro_batch_groups,
-            "rollout_engine": cfg.rollout.engine,
-            "grader_workers": 1,
-            "torch_threads": torch.get_num_threads(),
-        },
-        "prompts_match_plan": drawn == [p["id"] for p in spec["prompts"]],
-        "warmup_iteration_s": [it["iteration_s"] for it in iterations[: spec["warmup"]]],
-        "measured_iteration_s": [it["iteration_s"] for it in measured],
-        "iteration_s": statistics.median(it["iteration_s"] for it in measured),
-        "iteration_cpu_s": statistics.median(it["cpu_s"] for it in measured),
-        "stage_split_s": {
-            k: statistics.median(it["stages_s"].get(k, 0.0) for it in measured) for k in stage_keys
-        },
-        "per_iteration": iterations,
-        "rollouts_per_step": [it["rollouts"] for it in measured],
-        "response_tokens_per_step": [it["response_tokens"] for it in measured],
-        "peak_rss_gib": (rss_peak + children) / GIB,
-        "rss_breakdown_gib": {
-            "after_imports": rss_start / GIB,
-            "after_build": rss_built / GIB,
-            "after_train": rss_peak / GIB,
-            "descendants_peak": children / GIB,
-        },
-    }
-
-
-def _child_ours(spec_path: str, result_path: str) -> None:
-    spec = json.loads(Path(spec_path).read_text())
-    Path(result_path).write_text(json.dumps(run_ours(spec), indent=2))
 
 
 # -- driver -----------------------------------------------------------------------------------
@@ -519,9 +353,6 @@ def assemble(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args._child_ours:
-        _child_ours(*args._child_ours)
-        return 0
     errors = validate_args(args)
     if errors:
         for e in errors:
@@ -582,9 +413,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             (tmp / "ours").mkdir()
             (tmp / "ours.json").write_text(json.dumps({**spec, "work_dir": str(tmp / "ours")}))
             print("trl_compare: running our side ...", file=sys.stderr, flush=True)
-            cmd = [sys.executable, __file__, "--_child-ours", str(tmp / "ours.json")]
             ours = run_child(
-                [*cmd, str(tmp / "ours.out.json")],
+                [
+                    sys.executable,
+                    str(OURS_WORKER),
+                    str(tmp / "ours.json"),
+                    str(tmp / "ours.out.json"),
+                ],
                 tmp / "ours.out.json",
                 env,
                 Path(tempfile.gettempdir()) / "trl_compare_ours.log",

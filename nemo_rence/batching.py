@@ -23,6 +23,7 @@ import torch
 from nemo_rence.algorithm.filter import ScoredGroup
 from nemo_rence.policy.interface import PolicyBatch
 from nemo_rence.rollout.interface import Rollouts
+from nemo_rence.types import GroupRollouts
 
 __all__ = ["groups_to_policy_batch", "mini_batches", "rollouts_to_groups", "select_groups"]
 
@@ -45,13 +46,13 @@ def rollouts_to_groups(
                 prompt_id=prompt.id,
                 prompt=prompt,
                 rewards=[float(results[r].reward) for r in rs],
-                rollouts={
-                    "prompt_ids": list(prompt_ids[i]),
-                    "token_ids": [rollouts.token_ids[r] for r in rs],
-                    "logprobs": [rollouts.logprobs[r] for r in rs],
-                    "finish_reason": [rollouts.finish_reason[r] for r in rs],
-                    "version": rollouts.weight_version,
-                },
+                rollouts=GroupRollouts(
+                    prompt_ids=list(prompt_ids[i]),
+                    token_ids=[rollouts.token_ids[r] for r in rs],
+                    logprobs=[rollouts.logprobs[r] for r in rs],
+                    finish_reason=[rollouts.finish_reason[r] for r in rs],
+                    version=rollouts.weight_version,
+                ),
             )
         )
     return groups
@@ -61,15 +62,15 @@ def groups_to_policy_batch(groups: Sequence[ScoredGroup]) -> PolicyBatch:
     """Pack groups into one right-padded :class:`PolicyBatch` (layout in the module docstring)."""
     seqs, plens, rlens, gids, rewards, eng_lp, versions = [], [], [], [], [], [], []
     for g, group in enumerate(groups):
-        ro = group.rollouts
-        for toks, lps, reward in zip(ro["token_ids"], ro["logprobs"], group.rewards, strict=True):
-            seqs.append(list(ro["prompt_ids"]) + list(toks))
-            plens.append(len(ro["prompt_ids"]))
+        ro: GroupRollouts = group.rollouts
+        for toks, lps, reward in zip(ro.token_ids, ro.logprobs, group.rewards, strict=True):
+            seqs.append(list(ro.prompt_ids) + list(toks))
+            plens.append(len(ro.prompt_ids))
             rlens.append(len(toks))
             gids.append(g)
             rewards.append(reward)
             eng_lp.append(lps)
-            versions.append(ro["version"])
+            versions.append(ro.version)
     n, length, width = len(seqs), max(map(len, seqs)), max(max(rlens), 1)
     input_ids = torch.zeros((n, length), dtype=torch.long)
     engine = torch.zeros((n, width), dtype=torch.float32)

@@ -22,8 +22,9 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
-__all__ = ["TimeBudget"]
+__all__ = ["StopPolicy", "TimeBudget"]
 
 
 class TimeBudget:
@@ -95,3 +96,34 @@ class TimeBudget:
             f"(~{self.iteration_s[-1]:.0f} s) and the final evaluation ({self.eval_s:.0f} s) "
             f"would end at {self.needed():.0f} s > run.time_budget_min={self.seconds / 60:g} min"
         )
+
+
+class SignalFlag(Protocol):
+    """What a signal handler leaves behind: the number of the signal that asked to stop."""
+
+    signal: int | None
+
+
+class StopPolicy:
+    """The run's one answer to "stop now?": a signal arrived, or the time budget is spent.
+
+    ``before_iteration()`` is asked before each iteration (rank 0's budget verdict on every
+    rank); ``search_guard()`` is the ``should_stop`` of a batch search (a signal, or another
+    draw would not fit the budget).
+    """
+
+    def __init__(self, budget: TimeBudget, flag: SignalFlag | None = None) -> None:
+        self.budget = budget
+        self.flag = flag
+
+    @property
+    def signal(self) -> int | None:
+        return self.flag.signal if self.flag is not None else None
+
+    def search_guard(self) -> Callable[[], bool]:
+        guard = self.budget.search_guard()
+        return lambda: self.signal is not None or guard()
+
+    def before_iteration(self) -> str | None:
+        """Why the next iteration must not start (the budget's explanation), or None."""
+        return self.budget.explain() if self.budget.exhausted() else None

@@ -8,44 +8,27 @@ Order (cheap checks first, so a bad path fails before megatron starts):
 3. torch.distributed + megatron parallel state (gloo on CPU, NCCL on GPU);
 4. the Megatron policy, loaded from the HF weights;
 5. the rollout engine (rank 0) on the same weights; the reward's grader pool.
+
+The result is a :class:`~nemo_rence.loop.Components`; :class:`~nemo_rence.loop.Trainer` drives
+it and ``Components.close()`` releases the grader's workers.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from nemo_rence.config import ModelConfig, TrainConfig
+from nemo_rence.config import TrainConfig
 from nemo_rence.data.records import PromptRecord
-from nemo_rence.data.sampler import PromptSampler
+from nemo_rence.data.source import PromptSource
 from nemo_rence.infra.distributed import barrier
 from nemo_rence.loop import Components
+from nemo_rence.model_sources import resolve_model_dir
 
-__all__ = ["build_components", "build_engine", "resolve_eos_ids", "resolve_model_dir"]
-
-
-def resolve_model_dir(model: ModelConfig, work_dir: Path, seed: int = 0) -> Path:
-    """The HF directory the policy and the engine start from."""
-    if model.source == "smollm2":
-        from nemo_rence.checkpoint.gguf import smollm2_hf_dir
-
-        return smollm2_hf_dir()
-    if model.source == "tiny":
-        from nemo_rence.tiny import write_tiny_hf_dir
-
-        out = work_dir / "tiny-model"
-        if not (out / "config.json").is_file():
-            write_tiny_hf_dir(out, layers=model.tiny_layers, hidden=model.tiny_hidden, seed=seed)
-        return out
-    assert model.hf_dir is not None
-    path = Path(model.hf_dir)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"model.hf_dir={path} has no config.json (an HF model directory)")
-    return path
+__all__ = ["build_components", "build_engine", "resolve_eos_ids"]
 
 
 def _datasets(cfg: TrainConfig) -> tuple[list[PromptRecord], list[PromptRecord]]:
@@ -112,33 +95,24 @@ def build_engine(cfg: TrainConfig, hf_dir: Path, tokenizer: Any, eos_ids: tuple[
     return TRTLLMEngine(TRTLLMConfig(model_dir=str(hf_dir)))
 
 
-@dataclass
-class Built:
-    """The components plus what the run owns and must close or checkpoint."""
-
-    parts: Components
-    sampler: PromptSampler
-    reward: Any
-    hf_dir: Path
-    rank: int
-
-
-def build_components(cfg: TrainConfig, work_dir: Path) -> Built:
+def build_components(cfg: TrainConfig, work_dir: Path) -> Components:
+    """Everything the trainer drives, in the order of the module docstring (collective)."""
     from transformers import AutoTokenizer
 
+    from nemo_rence.arch import ArchSpec
     from nemo_rence.data.template import PromptConfig, encode_prompt, filter_by_length
-    from nemo_rence.policy.megatron.model import ArchSpec
     from nemo_rence.policy.megatron.optimizer import OptimizerSettings
-    from nemo_rence.policy.megatron.parallel import init_parallel
+    from nemo_rence.policy.megatron.parallel import init_parallel, seed_all
     from nemo_rence.policy.megatron.policy import MegatronPolicy, MegatronPolicyConfig
-    from nemo_rence.rewards.pool import GraderConfig
-    from nemo_rence.rewards.reward_fn import MathReward, RewardConfig
+    from nemo_rence.policy.reference import build_reference
+    from nemo_rence.rewards.reward_fn import MathReward
 
     if cfg.run.malloc_mmap_threshold_mb > 0:
         from nemo_rence.infra.allocator import set_mmap_threshold
 
         set_mmap_threshold(cfg.run.malloc_mmap_threshold_mb << 20)
-    # Process groups first: rank 0 alone prepares a model directory, the others wait for it.
+    # Process groups first (they also seed torch): rank 0 alone prepares a model directory, the
+    # others wait for it.
     info = init_parallel(
         cfg.policy.tensor_parallel, cfg.policy.pipeline_parallel, seed=cfg.run.seed
     )
@@ -160,21 +134,18 @@ def build_components(cfg: TrainConfig, work_dir: Path) -> Built:
             f"no training prompt fits data.max_prompt_tokens={cfg.data.max_prompt_tokens} "
             f"({dropped} dropped)"
         )
-    sampler = PromptSampler(len(train), seed=cfg.data.seed)
-    draw = cfg.rollout.prompts_per_draw or cfg.filter.batch_size
-
-    def source() -> list[PromptRecord]:
-        return [train[i] for i in sampler.take(draw)]
-
+    source = PromptSource(
+        train, draw=cfg.rollout.prompts_per_draw or cfg.filter.batch_size, seed=cfg.data.seed
+    )
     on_gpu = torch.cuda.is_available()
     dtype = (
         torch.bfloat16
         if cfg.policy.precision == "bf16" or (cfg.policy.precision == "auto" and on_gpu)
         else torch.float32
     )
-    info = init_parallel(
-        cfg.policy.tensor_parallel, cfg.policy.pipeline_parallel, seed=cfg.run.seed
-    )
+    # The policy's RNG streams start from the run's seed whatever preparing the model directory
+    # and the data drew (writing the tiny model reseeds torch on rank 0 only).
+    seed_all(cfg.run.seed)
     hf_config = json.loads((hf_dir / "config.json").read_text())
     arch = ArchSpec.from_hf_config(hf_config)
     o = cfg.optim
@@ -187,12 +158,14 @@ def build_components(cfg: TrainConfig, work_dir: Path) -> Built:
             recompute="full" if cfg.policy.recompute else None,
             sequence_parallel=cfg.policy.sequence_parallel,
             layout=cfg.policy.layout,
+            max_skipped_steps=o.max_skipped_steps,
             optimizer=OptimizerSettings(
                 lr=o.lr, betas=o.betas, weight_decay=o.weight_decay, clip_grad=o.grad_clip
             ),
         ),
     )
     policy.load_hf(hf_dir)
+    reference = build_reference(cfg, policy)  # only for a loss that declares it needs one
 
     eos_ids = resolve_eos_ids(hf_dir, tokenizer)
     engine = build_engine(cfg, hf_dir, tokenizer, eos_ids) if info.rank == 0 else None
@@ -200,12 +173,12 @@ def build_components(cfg: TrainConfig, work_dir: Path) -> Built:
         # The hf engine shares the policy's parameters from the start (all but the fused q/k/v):
         # the weights exist once, and the copy it loaded is freed.
         engine.update_weights(policy.export_weights(), version=engine.version)
-    reward = MathReward(RewardConfig(grader=GraderConfig(num_workers=1)))
+    reward = MathReward(cfg.reward)
 
     def decode(tokens: Any) -> str:
         return str(tokenizer.decode(list(tokens), skip_special_tokens=True))
 
-    parts = Components(
+    return Components(
         policy=policy,
         engine=engine,
         reward=reward,
@@ -214,5 +187,5 @@ def build_components(cfg: TrainConfig, work_dir: Path) -> Built:
         eos_token_ids=eos_ids,
         source=source,
         heldout=heldout[: cfg.run.eval_size],
+        reference=reference,
     )
-    return Built(parts=parts, sampler=sampler, reward=reward, hf_dir=hf_dir, rank=info.rank)

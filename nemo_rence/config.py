@@ -8,9 +8,11 @@ is built::
 
     cfg = compose(["algorithm=grpo", "optim.lr=2e-6"])     # Hydra compose API, no run dir
     cfg.loss.name, cfg.filter.enabled                      # 'grpo', False
+    cfg.loss.params                                        # the loss's typed config
 
 The loss's own fields live in ``loss`` (a mapping validated by the loss registry's typed config),
-the prompt filter's in ``filter`` (:class:`nemo_rence.algorithm.filter.FilterConfig`).
+the prompt filter's in ``filter`` (:class:`nemo_rence.algorithm.filter.FilterConfig`), the
+trackers' in ``tracking`` (:class:`nemo_rence.infra.trackers.TrackingConfig`).
 """
 
 from __future__ import annotations
@@ -23,16 +25,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nemo_rence.algorithm.correction import MODES as CORRECTION_MODES
+from nemo_rence.algorithm.correction import CorrectionConfig
 from nemo_rence.algorithm.filter import FilterConfig
+from nemo_rence.infra.trackers import TrackingConfig
+from nemo_rence.rewards.reward_fn import RewardConfig
 
 __all__ = [
     "CONF_DIR",
     "ConfigError",
     "DataConfig",
     "KLConfig",
+    "LossConfig",
     "ModelConfig",
     "OptimConfig",
     "PolicyConfig",
+    "ReferenceConfig",
     "RolloutConfig",
     "RunConfig",
     "TrackingConfig",
@@ -73,7 +81,9 @@ class ModelConfig:
     """Hidden size of the 'tiny' model."""
 
     def __post_init__(self) -> None:
-        _one_of("model", "source", self.source, ["smollm2", "hf", "tiny"])
+        from nemo_rence.model_sources import MODEL_SOURCES
+
+        _one_of("model", "source", self.source, MODEL_SOURCES.names())
         if self.source == "hf" and not self.hf_dir:
             raise ConfigError("model.hf_dir is required when model.source='hf'")
 
@@ -191,6 +201,9 @@ class OptimConfig:
     """Linear warm-up from ``lr / warmup_steps`` to ``lr`` over the first optimizer steps."""
     min_lr_ratio: float = 0.0
     """Floor of the linear / cosine decay, as a fraction of ``lr``."""
+    max_skipped_steps: int = 3
+    """An optimizer step whose loss or gradient is not finite is skipped (no update) and counted
+    (``train/skipped_steps``); this many skipped steps in a row stop the run with an error."""
 
     def __post_init__(self) -> None:
         _positive("optim", "mini_batch_size", self.mini_batch_size)
@@ -198,6 +211,7 @@ class OptimConfig:
         _positive("optim", "lr", self.lr)
         _one_of("optim", "lr_schedule", self.lr_schedule, ["constant", "linear", "cosine"])
         _positive("optim", "warmup_steps", self.warmup_steps, strict=False)
+        _positive("optim", "max_skipped_steps", self.max_skipped_steps)
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
         self.betas = (float(self.betas[0]), float(self.betas[1]))
@@ -244,6 +258,24 @@ class PolicyConfig:
 
 
 @dataclass
+class ReferenceConfig:
+    """The reference policy pi_ref (``nemo_rence.policy.reference``), built only for a loss that
+    declares it reads reference logprobs (GRPO with ``kl_beta > 0``, semi-online DPO)."""
+
+    sync_every: int | None = 0
+    """s: pi_ref <- pi_theta after every s optimizer steps (semi-online DPO, Lanchantin et al.
+    2025); 0 keeps the initial model for the whole run (GRPO's reference); null provides no
+    reference at all, which is an error for a loss that needs one."""
+    offload: bool = True
+    """Keep pi_ref's weights in host memory (moved in place into the policy's parameters for
+    each reference forward); False keeps them on the device."""
+
+    def __post_init__(self) -> None:
+        if self.sync_every is not None:
+            _positive("reference", "sync_every", self.sync_every, strict=False)
+
+
+@dataclass
 class RunConfig:
     """The run itself: length, seed, outputs."""
 
@@ -285,55 +317,35 @@ class RunConfig:
         _positive("run", "malloc_mmap_threshold_mb", self.malloc_mmap_threshold_mb, strict=False)
 
 
-@dataclass
-class WandbConfig:
-    """Weights & Biases settings (``pip install 'nemo-rence[wandb]'``)."""
+@dataclass(frozen=True)
+class LossConfig:
+    """The ``loss`` section: a registered loss and its typed config.
 
-    project: str = "nemo-rence"
-    """W&B project."""
-    entity: str | None = None
-    """W&B entity (user or team); None: the account's default."""
-    mode: str = "offline"
-    """'offline' (files in <run_dir>/wandb, upload later with `wandb sync`) or 'online'."""
+    In YAML and ``config.json`` it is flat, ``{name: rence, beta: 0.1, ...}`` (:meth:`to_dict`);
+    ``params`` is the registry's config dataclass for ``name``, checked like every section.
+    """
 
-    def __post_init__(self) -> None:
-        _one_of("tracking.wandb", "mode", self.mode, ["offline", "online"])
+    name: str
+    params: Any
 
+    @classmethod
+    def from_mapping(cls, value: Any) -> LossConfig:
+        from nemo_rence.algorithm import losses
 
-@dataclass
-class MlflowConfig:
-    """MLflow settings (``pip install 'nemo-rence[mlflow]'``)."""
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"loss must be a mapping with a 'name', got {value!r}")
+        name = str(value.get("name"))
+        try:
+            spec = losses.get(name)
+        except (KeyError, ValueError) as err:
+            raise ConfigError(f"loss.name: {err}") from err
+        # Same key and type checks as every other section, then the loss config's own checks.
+        fields = {k: v for k, v in value.items() if k != "name"}
+        return cls(name, _build_section(spec.config_cls, fields, "loss"))
 
-    tracking_uri: str | None = None
-    """Tracking server or store; None: the local file store file:<run_dir>/mlruns."""
-    experiment: str = "nemo-rence"
-    """Experiment the run is filed under (created when missing)."""
-
-
-@dataclass
-class TrackingConfig:
-    """Experiment trackers besides metrics.jsonl and TensorBoard, which are always written."""
-
-    backends: tuple[str, ...] = ()
-    """Trackers to log to, any of 'mlflow', 'wandb' (e.g. tracking.backends=[wandb,mlflow])."""
-    run_name: str | None = None
-    """Run name shown by the trackers; None: the run directory's name."""
-    tags: tuple[str, ...] = ()
-    """Tags of the run (W&B tags; MLflow tags with an empty value)."""
-    wandb: WandbConfig = field(default_factory=WandbConfig)
-    """W&B settings, used when 'wandb' is in backends."""
-    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
-    """MLflow settings, used when 'mlflow' is in backends."""
-
-    def __post_init__(self) -> None:
-        from nemo_rence.infra.trackers import check_backends
-
-        if isinstance(self.backends, str):  # tracking.backends=wandb
-            self.backends = (self.backends,)
-        try:  # unknown names and missing packages fail here, before any model is built
-            check_backends(self.backends)
-        except ValueError as err:
-            raise ConfigError(f"tracking.backends: {err}") from err
+    def to_dict(self) -> dict[str, Any]:
+        """The flat form: ``{"name": ..., **fields}``."""
+        return {"name": self.name, **dataclasses.asdict(self.params)}
 
 
 @dataclass
@@ -344,30 +356,52 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
-    loss: dict[str, Any] = field(default_factory=lambda: {"name": "rence"})
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    loss: Any = field(default_factory=lambda: {"name": "rence"})
+    """A :class:`LossConfig` once validated; composed from ``loss.name`` plus the fields of that
+    loss's typed config (the registry's ``config_cls``)."""
+    rollout_correction: CorrectionConfig = field(default_factory=CorrectionConfig)
+    """Engine-trainer mismatch correction applied to every loss (``algorithm.correction``):
+    mode none | token_tis | seq_tis | token_mask | seq_mask | group_tis, and its cap C > 1."""
     kl: KLConfig = field(default_factory=KLConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     run: RunConfig = field(default_factory=RunConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
         from nemo_rence.algorithm import losses
 
-        name = str(self.loss.get("name"))
-        try:
-            spec = losses.get(name)
-        except (KeyError, ValueError) as err:
-            raise ConfigError(f"loss.name: {err}") from err
-        # Same key and type checks as every other section, then the loss config's own checks.
-        fields = {k: v for k, v in self.loss.items() if k != "name"}
-        typed = _build_section(spec.config_cls, fields, "loss")
-        self.loss = {"name": name, **dataclasses.asdict(typed)}
+        if not isinstance(self.loss, LossConfig):
+            self.loss = LossConfig.from_mapping(self.loss)
+        c = self.rollout_correction
+        _one_of("rollout_correction", "mode", c.mode, CORRECTION_MODES)
+        if c.enabled and self.rollout.reuse_logprobs:
+            raise ConfigError(
+                f"rollout_correction.mode={c.mode!r} needs pi_old from a policy forward, but "
+                "rollout.reuse_logprobs=true takes pi_old from the engine's own logprobs (every "
+                "ratio would be 1): set rollout.reuse_logprobs=false or rollout_correction.mode=none"
+            )
+        spec = losses.get(self.loss.name)
+        if spec.needs_reference(self.loss.params) and self.reference.sync_every is None:
+            raise ConfigError(
+                f"loss.name={self.loss.name!r} with these settings needs a reference policy (it reads "
+                "reference logprobs) but reference.sync_every=null provides none: set "
+                "reference.sync_every=0 (the initial model, frozen) or s > 0 (synchronised "
+                "every s optimizer steps)"
+            )
         if self.optim.mini_batch_size > self.filter.batch_size:
             raise ConfigError(
                 f"optim.mini_batch_size ({self.optim.mini_batch_size}) must be <= "
                 f"filter.batch_size ({self.filter.batch_size})"
             )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain containers (``config.json``, trackers); :func:`build` reads them back."""
+        out = dataclasses.asdict(self)
+        out["loss"] = self.loss.to_dict()
+        return out
 
 
 def _field_type(cls: type, name: str) -> Any:

@@ -3,26 +3,33 @@
 One :meth:`Trainer.train_iteration`::
 
     rollout   prompts -> K rollouts -> rewards -> filter (eq. 3, mastery, cache)   [rank 0]
-    score     pi_old logprobs of the batch; engine-vs-policy refit check
-    update    n_update optimizer steps on mini-batches of whole groups (the loss by name)
-    kl        adaptive KL coefficient update (Ziegler et al.)
+    score     pi_old logprobs of the batch; engine-vs-policy refit check; mismatch metrics
+    update    n_update optimizer steps on mini-batches of whole groups (the loss by name, with
+              the rollout correction; pi_ref logprobs per mini-batch when the loss needs them)
+    kl        adaptive KL coefficient update from the loss's declared trust-region KL
     refit     new weights -> rollout engine (bucketed, versioned)
 
-Data munging lives in :mod:`nemo_rence.batching`; building components in
-:mod:`nemo_rence.build`; the loss, filter and KL controller in :mod:`nemo_rence.algorithm`.
+:meth:`Trainer.fit` is the whole run around it (torchtitan's ``Trainer.train``): resume, the
+evaluation before training, the iterations with periodic evaluation, the best checkpoint and
+checkpoints, one stop policy (time budget and signals, an interrupted batch search handled in one
+place), the final checkpoint and evaluation. Data munging lives in :mod:`nemo_rence.batching`;
+building components in :mod:`nemo_rence.build`; the loss, filter and KL controller in
+:mod:`nemo_rence.algorithm`; checkpoints in :mod:`nemo_rence.run_state`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from nemo_rence.algorithm.correction import mismatch_metrics
 from nemo_rence.algorithm.filter import PromptFilter, ScoredGroup, SearchInterrupted
 from nemo_rence.algorithm.kl import build_controller
 from nemo_rence.batching import (
@@ -31,16 +38,21 @@ from nemo_rence.batching import (
     rollouts_to_groups,
     select_groups,
 )
+from nemo_rence.budget import SignalFlag, StopPolicy, TimeBudget
 from nemo_rence.config import TrainConfig
 from nemo_rence.data.records import PromptRecord
 from nemo_rence.infra.distributed import broadcast_object
-from nemo_rence.infra.metrics import MetricsLogger, StageTimer
+from nemo_rence.infra.metrics import MetricsLogger, StageTimer, format_metrics
 from nemo_rence.policy.interface import Policy, PolicyBatch, algorithm_loss
+from nemo_rence.policy.reference import ReferencePolicy, train_step
 from nemo_rence.policy.schedule import LRSchedule
 from nemo_rence.refit import RefitConfig, Refitter
+from nemo_rence.rewards.protocol import RewardFn
 from nemo_rence.rollout import GenerationEngine, SamplingParams
+from nemo_rence.rollout.graded import generate_and_grade
+from nemo_rence.types import GroupRollouts, group_from_plain, group_to_plain
 
-__all__ = ["Components", "Trainer"]
+__all__ = ["Components", "FitResult", "Trainer"]
 
 
 @dataclass
@@ -50,16 +62,46 @@ class Components:
     policy: Policy
     engine: GenerationEngine | None
     """The rollout engine; only rank 0 has one (it generates, grades and filters)."""
-    reward: Any
-    """A RewardFn with ``batch(records, responses) -> list[RewardResult]`` (``MathReward``)."""
+    reward: RewardFn
+    """Grades responses (``MathReward``: the paper's 1 / 0.1 / 0)."""
     encode: Callable[[PromptRecord], list[int]]
     """Prompt record -> prompt token ids (template, chat template, tokenizer)."""
     decode: Callable[[Sequence[int]], str]
     """Response token ids -> text for the grader."""
     eos_token_ids: tuple[int, ...]
     source: Callable[[], list[PromptRecord]]
-    """D.batch() of Algorithm 1: the next prompts (empty when exhausted)."""
+    """D.batch() of Algorithm 1: the next prompts (empty when exhausted); a stateful source
+    (:class:`~nemo_rence.data.source.PromptSource`) is checkpointed with the trainer."""
     heldout: list[PromptRecord]
+    reference: ReferencePolicy | None = None
+    """pi_ref, for a loss that declares it reads reference logprobs (``policy.reference``)."""
+
+    def close(self) -> None:
+        """Release what the components hold outside this process (the grader's workers)."""
+        close = getattr(self.reward, "close", None)
+        if close is not None:
+            close()
+
+
+@dataclass
+class FitResult:
+    """How :meth:`Trainer.fit` ended.
+
+    Attributes:
+        stopped: "completed", "time_budget", "signal" or "finished" (a rerun of a finished run).
+        message: one line on why it stopped (empty when completed).
+        exit_code: the process exit code this outcome deserves (0: done or resumable).
+        latest: the last checkpoint written.
+        before: the first held-out evaluation of the run (empty if none).
+        after: the final held-out evaluation (empty after a signal).
+    """
+
+    stopped: str
+    message: str = ""
+    exit_code: int = 0
+    latest: Path | None = None
+    before: dict[str, float] = field(default_factory=dict)
+    after: dict[str, float] = field(default_factory=dict)
 
 
 class Trainer:
@@ -80,7 +122,9 @@ class Trainer:
         self.eval_samples: list[dict[str, Any]] = []
         """Per-prompt rows of the last :meth:`validate` (problem, answer, response, reward)."""
         self.timer = StageTimer()
-        self.filter = PromptFilter(cfg.filter, parts.source)
+        self.filter = PromptFilter(
+            cfg.filter, parts.source, to_plain=group_to_plain, from_plain=group_from_plain
+        )
         kl = cfg.kl
         kl_args: dict[str, Any] = {"init": kl.init}
         if kl.controller == "adaptive":
@@ -102,6 +146,10 @@ class Trainer:
         self.sample_rng = random.Random(cfg.run.seed + 1)
         self.iteration = 0
         self._encoded: dict[str, list[int]] = {}
+
+    @property
+    def policy(self) -> Policy:
+        return self.parts.policy
 
     # -- stages -------------------------------------------------------------------------------
     def _sampling(self, greedy: bool = False) -> SamplingParams:
@@ -129,16 +177,16 @@ class Trainer:
     def rollout_and_grade(self, prompts: list[PromptRecord]) -> list[ScoredGroup]:
         """Algorithm 1 line 8: K rollouts of each prompt from pi_old, and their rewards."""
         prompt_ids = [self._encode(p) for p in prompts]
-        out = self.engine.generate(prompt_ids, self._sampling())
-        texts = [self.parts.decode(t) for t in out.token_ids]
-        results = self.parts.reward.batch([prompts[i] for i in out.prompt_index], texts)
-        cut = self.cfg.rollout.truncated_reward
-        if cut is not None:  # an unfinished response has no final answer (rollout config)
-            results = [
-                dataclasses.replace(r, reward=cut) if reason == "length" else r
-                for r, reason in zip(results, out.finish_reason, strict=True)
-            ]
-        return rollouts_to_groups(prompts, prompt_ids, out, results)
+        graded = generate_and_grade(
+            self.engine,
+            prompts,
+            prompt_ids,
+            self._sampling(),
+            decode=self.parts.decode,
+            reward=self.parts.reward,
+            truncated_reward=self.cfg.rollout.truncated_reward,
+        )
+        return rollouts_to_groups(prompts, prompt_ids, graded.rollouts, graded.results)
 
     def _search(self, should_stop: Callable[[], bool] | None) -> Any:
         """Rank 0's filter search (its batch, or the SearchInterrupted that ended it)."""
@@ -164,19 +212,21 @@ class Trainer:
         with timer("score"):
             batch = groups_to_policy_batch(groups)
             batch.extras["old_logprobs"], gap = self._old_logprobs(batch)
+            gap.update(mismatch_metrics(*_mismatch_inputs(batch), cfg.rollout_correction))
         metrics: dict[str, float] = {}
         with timer("update"):
             loss_fn = algorithm_loss(
-                cfg.loss["name"],
-                {k: v for k, v in cfg.loss.items() if k != "name"},
+                cfg.loss.name,
+                cfg.loss.params,
                 kl_coef=self.kl.value,
                 progress=self.iteration / cfg.run.iterations,
                 generator=torch.Generator().manual_seed(self.rng.randrange(2**31)),
+                correction=cfg.rollout_correction,
             )
             first = self.iteration * cfg.optim.n_update  # global optimizer step of this batch
             lrs = [self.lr_schedule.lr_at(first + j) for j in range(cfg.optim.n_update)]
             steps = [
-                {**policy.train_step(mini, loss_fn, lr=lr), "optim/lr": lr}
+                {**train_step(policy, self.parts.reference, mini, loss_fn, lr), "optim/lr": lr}
                 for mini, lr in zip(
                     mini_batches(batch, cfg.optim.mini_batch_size, cfg.optim.n_update, self.rng),
                     lrs,
@@ -184,8 +234,10 @@ class Trainer:
                 )
             ]
             metrics.update(_mean(steps))
-        with timer("kl"):  # measured KL(pi_old || pi_theta), mean over the update steps
-            self.kl.update(metrics.get("kl/k3", 0.0), n_steps=batch.size)
+            metrics["train/skipped_steps"] = sum(s.get("train/skipped_steps", 0.0) for s in steps)
+        with timer("kl"):  # the loss's declared KL(pi_old || pi_theta), mean over the steps
+            if loss_fn.trust_region_kl is not None:
+                self.kl.update(metrics[loss_fn.trust_region_kl], n_steps=batch.size)
         with timer("refit"):
             report = self._refit()
         self.iteration += 1
@@ -250,30 +302,39 @@ class Trainer:
 
     # -- state (checkpoint / resume) ----------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Everything of the loop a resumed run needs, as plain containers (weights_only-safe)."""
-        filt = self.filter.state_dict()
-        for g in _filter_groups(filt):
-            g["prompt"] = dataclasses.asdict(g["prompt"])
+        """Everything of the loop a resumed run needs, as plain containers (weights_only-safe):
+        iteration, filter (cache Q, mastered set, an interrupted search), KL coefficient, RNG
+        states, the prompt source's position, the evaluation history. The policy's weights and
+        optimizer are saved by the policy itself."""
+        source = self.parts.source
         return {
             "iteration": self.iteration,
-            "filter": filt,
+            "filter": self.filter.state_dict(),
             "kl": self.kl.state_dict(),
             "rng": _rng_state_to_plain(self.rng.getstate()),
             "sample_rng": _rng_state_to_plain(self.sample_rng.getstate()),
             "engine_version": self.parts.engine.version if self.parts.engine else self.iteration,
             "eval_history": [[i, dict(m)] for i, m in self.eval_history],
+            "source": source.state_dict() if hasattr(source, "state_dict") else None,
+            "torch_rng": torch.get_rng_state(),
+            **({"reference": ref.state_dict()} if (ref := self.parts.reference) else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        filt = state["filter"]
-        for g in _filter_groups(filt):
-            g["prompt"] = PromptRecord(**g["prompt"])
-        self.filter.load_state_dict(filt)
+        """Restore :meth:`state_dict` and refit the engine to the restored policy's weights."""
+        source = self.parts.source
+        if state.get("source") is not None and hasattr(source, "load_state_dict"):
+            source.load_state_dict(state["source"])
+        if "torch_rng" in state:
+            torch.set_rng_state(state["torch_rng"])
+        self.filter.load_state_dict(state["filter"])
         self.kl.load_state_dict(state["kl"])
         self.rng.setstate(_rng_state_from_plain(state["rng"]))
         self.sample_rng.setstate(_rng_state_from_plain(state["sample_rng"]))
         self.iteration = int(state["iteration"])
         self.eval_history = [(int(i), dict(m)) for i, m in state["eval_history"]]
+        if self.parts.reference is not None and "reference" in state:
+            self.parts.reference.load_state_dict(state["reference"])
         self._refit_to(self.iteration)
 
     def _refit_to(self, version: int) -> None:
@@ -288,9 +349,15 @@ class Trainer:
         """Greedy pass@1 on held-out prompts (rank 0): boxed-and-correct accuracy, boxed rate."""
         if not records or not self.is_main:
             return {}
-        out = self.engine.generate([self._encode(r) for r in records], self._sampling(True))
-        texts = [self.parts.decode(t) for t in out.token_ids]
-        results = self.parts.reward.batch(list(records), texts)
+        graded = generate_and_grade(
+            self.engine,
+            records,
+            [self._encode(r) for r in records],
+            self._sampling(True),
+            decode=self.parts.decode,
+            reward=self.parts.reward,
+        )
+        out, texts, results = graded.rollouts, graded.texts, graded.results
         self.eval_samples = [
             {
                 "id": rec.id,
@@ -311,11 +378,119 @@ class Trainer:
             "eval/response_tokens": sum(out.lengths) / n,
         }
 
+    # -- the run ------------------------------------------------------------------------------
+    def evaluate(self, tag: str) -> dict[str, float]:
+        """Held-out evaluation (rank 0's numbers; empty on other ranks), logged under ``tag``."""
+        metrics = self.validate(self.parts.heldout)
+        self.log_eval(metrics, tag)
+        return metrics
 
-def _filter_groups(filter_state: dict[str, Any]) -> list[dict[str, Any]]:
-    """The groups in a filter state: the cache Q and an interrupted search's stack."""
-    pending = filter_state.get("pending")
-    return [*filter_state["cache"], *(pending["groups"] if pending else [])]
+    def fit(
+        self,
+        checkpoints: Any,
+        flag: SignalFlag | None = None,
+        *,
+        launched: float | None = None,
+        progress: bool = False,
+    ) -> FitResult:
+        """The whole run: resume, evaluate, iterate, checkpoint, stop, evaluate (collective).
+
+        Args:
+            checkpoints: a :class:`~nemo_rence.run_state.CheckpointManager`.
+            flag: set by the signal handlers (SIGUSR1 / SIGTERM): checkpoint and exit 0 after
+                the current iteration, or after the current draw of its batch search.
+            launched: ``time.perf_counter()`` at process start, for ``run.time_budget_min``.
+            progress: show a progress bar (rank 0).
+
+        Every ending goes through one place: a signal checkpoints (the interrupted search's
+        groups included) and returns at once; the time budget (before an iteration, or inside
+        the batch search) and the last iteration both checkpoint, evaluate and update ``best``.
+        """
+        run = self.cfg.run
+        budget = TimeBudget(run.time_budget_min * 60.0, launched or time.perf_counter())
+        stop = StopPolicy(budget, flag)
+        result = FitResult("completed")
+        if checkpoints.resume(self):
+            if self.iteration >= run.iterations and self.eval_history:
+                last = checkpoints.latest()
+                done = f"already finished: iteration {self.iteration} of {run.iterations}"
+                return FitResult("finished", done, 0, last)
+        else:
+            with stop.budget.timing_eval():
+                result.before = self.evaluate("before")
+            if self.is_main and result.before:
+                print(f"held-out before training: {format_metrics(result.before)}", flush=True)
+        bar = _progress(run.iterations, self.iteration, self.is_main and progress)
+        interrupted = False
+        while self.iteration < run.iterations:
+            reason = stop.before_iteration()
+            if reason is not None:
+                result.stopped, result.message = "time_budget", reason
+                if self.is_main:
+                    print(f"time budget: {reason}", flush=True)
+                break
+            try:  # the whole step (periodic evaluation, checkpoint) predicts the next one
+                with stop.budget.timing_iteration():
+                    metrics = self.train_iteration(stop.search_guard())
+                    stop.budget.record_search(metrics.get("time/rollout", 0.0))
+                    bar.update(1)
+                    bar.set_postfix(_summary(metrics))
+                    self._after_iteration(checkpoints)
+                    if stop.signal is not None:
+                        path = checkpoints.save(self)
+                        bar.close()
+                        message = f"signal {stop.signal}: checkpoint {path}, exiting"
+                        return FitResult("signal", message, 0, path)
+            except SearchInterrupted as stopped:  # the filter keeps its groups (budget.py)
+                signalled = broadcast_object(stop.signal)  # rank 0's search, rank 0's reason
+                if signalled is not None:
+                    path = checkpoints.save(self, force=True)
+                    bar.close()
+                    message = f"signal {signalled}: {stopped}; checkpoint {path}, exiting"
+                    return FitResult("signal", message, 0, path)
+                result.stopped, result.message, interrupted = "time_budget", str(stopped), True
+                if self.is_main:
+                    print(f"\ntime budget: {stopped}", flush=True)
+                break
+        bar.close()
+        latest = checkpoints.latest()
+        if interrupted or latest is None or latest.name != f"iter-{self.iteration:06d}":
+            latest = checkpoints.save(self, force=interrupted)  # the search's groups too
+        result.latest = latest
+        result.after = self.evaluate("after")
+        checkpoints.update_best(self, result.after)
+        return result
+
+    def _after_iteration(self, checkpoints: Any) -> None:
+        """Periodic evaluation (and ``checkpoints/best``), then the periodic checkpoint."""
+        run = self.cfg.run
+        if run.eval_every and self.iteration % run.eval_every == 0:
+            checkpoints.update_best(self, self.evaluate("periodic"))
+        if run.save_every and self.iteration % run.save_every == 0:
+            checkpoints.save(self)
+
+
+def _progress(total: int, initial: int, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="it", dynamic_ncols=True)
+
+
+def _summary(metrics: dict[str, float]) -> dict[str, str]:
+    keys = {
+        "reward/correct_rate": "correct",
+        "filter/accept_rate": "accept",
+        "loss/total": "loss",
+        "kl/coef": "kl_coef",
+        "refit/logprob_gap": "gap",
+    }
+    return {short: f"{metrics[k]:.3g}" for k, short in keys.items() if k in metrics}
+
+
+def _mismatch_inputs(batch: PolicyBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(pi_old, pi_engine logprobs, response mask) of a scored batch, for the mismatch metrics."""
+    e = batch.extras
+    return e["old_logprobs"], e["engine_logprobs"], batch.response_mask
 
 
 def _rng_state_to_plain(state: tuple) -> list:
@@ -335,9 +510,10 @@ def _mean(steps: Sequence[Mapping[str, float]]) -> dict[str, float]:
 
 def _reward_metrics(groups: Sequence[ScoredGroup]) -> dict[str, float]:
     rewards = [r for g in groups for r in g.rewards]
-    lengths = [len(t) for g in groups for t in g.rollouts["token_ids"]]
-    reasons = [f for g in groups for f in g.rollouts["finish_reason"]]
-    logprobs = [lp for g in groups for row in g.rollouts["logprobs"] for lp in row]
+    rollouts: list[GroupRollouts] = [g.rollouts for g in groups]
+    lengths = [len(t) for ro in rollouts for t in ro.token_ids]
+    reasons = [f for ro in rollouts for f in ro.finish_reason]
+    logprobs = [lp for ro in rollouts for row in ro.logprobs for lp in row]
     return {
         # -mean sampled-token logprob: a Monte-Carlo estimate of the per-token entropy
         "rollout/entropy": -sum(logprobs) / max(len(logprobs), 1),

@@ -3,8 +3,9 @@
 Layout under ``<run_dir>/checkpoints``::
 
     iter-000004/policy/        the policy's own checkpoint (model + optimizer; Policy.save)
-    iter-000004/trainer.pt     loop state: iteration, filter (cache Q, mastered set), KL
-                               coefficient, RNG states, sampler position, evaluation history
+    iter-000004/trainer.pt     loop state (``Trainer.state_dict``): iteration, filter (cache Q,
+                               mastered set), KL coefficient, RNG states, prompt-source position,
+                               evaluation history
     iter-000004/meta.json      {"iteration": 4}
     latest                     text file naming the last COMPLETE checkpoint, written last
     best                       JSON naming the checkpoint with the best held-out accuracy:
@@ -36,16 +37,36 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from nemo_rence.infra.distributed import barrier, broadcast_object, rank
 
-__all__ = ["BEST_METRIC", "BestChoice", "CheckpointManager", "read_best", "select_best"]
+__all__ = [
+    "BEST_METRIC",
+    "BestChoice",
+    "CheckpointManager",
+    "Checkpointable",
+    "read_best",
+    "select_best",
+]
 
 BEST_METRIC = "eval/accuracy"
 """The held-out metric the best checkpoint maximises (greedy boxed-and-correct accuracy)."""
+
+
+class Checkpointable(Protocol):
+    """What a checkpoint holds: the policy (saved by itself) and the loop's plain state."""
+
+    iteration: int
+
+    @property
+    def policy(self) -> Any: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -180,7 +201,7 @@ class CheckpointManager:
         """The recorded best checkpoint (see the module docstring), or None."""
         return read_best(self.root)
 
-    def save(self, trainer: Any, built: Any, force: bool = False) -> Path:
+    def save(self, trainer: Checkpointable, force: bool = False) -> Path:
         """Write a checkpoint of the current iteration (collective).
 
         A second call at the same iteration in the same process returns the checkpoint already
@@ -200,14 +221,9 @@ class CheckpointManager:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
         barrier()
-        built.parts.policy.save(tmp / "policy")
+        trainer.policy.save(tmp / "policy")
         if rank() == 0:
-            state = {
-                "trainer": trainer.state_dict(),
-                "sampler": built.sampler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-            }
-            torch.save(state, tmp / "trainer.pt")
+            torch.save({"trainer": trainer.state_dict()}, tmp / "trainer.pt")
             (tmp / "meta.json").write_text(json.dumps({"iteration": trainer.iteration}))
             if final.exists():
                 shutil.rmtree(old, ignore_errors=True)
@@ -229,7 +245,7 @@ class CheckpointManager:
             if best is None or old.name != best.checkpoint:
                 shutil.rmtree(old, ignore_errors=True)
 
-    def update_best(self, trainer: Any, built: Any, metrics: Mapping[str, float]) -> bool:
+    def update_best(self, trainer: Checkpointable, metrics: Mapping[str, float]) -> bool:
         """Record an evaluation of the current iteration; move ``best`` if it is strictly better.
 
         Collective: call on every rank (``metrics`` may be empty on ranks other than 0; rank 0's
@@ -252,7 +268,7 @@ class CheckpointManager:
             return False
         name = f"iter-{trainer.iteration:06d}"
         if not _complete(self.root / name):
-            self.save(trainer, built)
+            self.save(trainer)
         if rank() == 0:
             record = {
                 "checkpoint": name,
@@ -265,14 +281,12 @@ class CheckpointManager:
         barrier()
         return True
 
-    def resume(self, trainer: Any, built: Any) -> bool:
+    def resume(self, trainer: Checkpointable) -> bool:
         """Restore the latest complete checkpoint, if any; return whether one was restored."""
         path = self.latest()
         if path is None:
             return False
-        built.parts.policy.load(path / "policy")
+        trainer.policy.load(path / "policy")
         state = torch.load(path / "trainer.pt", weights_only=True)
-        built.sampler.load_state_dict(state["sampler"])
-        torch.set_rng_state(state["torch_rng"])
         trainer.load_state_dict(state["trainer"])
         return True

@@ -1,4 +1,4 @@
-"""``nemo-rence train [overrides]``: compose the config, build the components, run the loop.
+"""``nemo-rence train [overrides]``: compose the config, build the components, fit, report.
 
     nemo-rence train                                   # the embedded default (conf/train.yaml)
     nemo-rence train algorithm=grpo run.iterations=20  # any Hydra override
@@ -6,22 +6,21 @@
 
 A run directory (``run.out_dir``) receives ``config.json``, ``metrics.jsonl``, TensorBoard events
 (``tb/``) and atomic checkpoints (``checkpoints/iter-NNNNNN`` + a ``latest`` pointer written last).
-An existing ``latest`` is resumed automatically. SIGUSR1 / SIGTERM (SLURM preemption) finish the
-current iteration, or stop its batch search after the current draw, write a checkpoint and exit
-with code 0. ``run.time_budget_min`` ends the run in time (:mod:`nemo_rence.budget`).
+The run itself (resume, evaluation, checkpoints, the time budget, SIGUSR1 / SIGTERM) is
+:meth:`nemo_rence.loop.Trainer.fit`.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import signal
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from nemo_rence.infra.metrics import format_metrics as _fmt
 
 __all__ = ["add_arguments", "run"]
 
@@ -37,8 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class _StopFlag:
-    """Set by SIGUSR1 / SIGTERM; the loop checkpoints and exits after the current iteration (or
-    the current draw of its batch search)."""
+    """Set by SIGUSR1 / SIGTERM; ``Trainer.fit`` checkpoints and exits after the current
+    iteration (or the current draw of its batch search)."""
 
     def __init__(self) -> None:
         self.signal: int | None = None
@@ -47,27 +46,6 @@ class _StopFlag:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.signal = signum
-
-    def or_else(self, guard: Callable[[], bool]) -> Callable[[], bool]:
-        """``should_stop`` of a batch search: a signal arrived, or ``guard()`` says stop."""
-        return lambda: self.signal is not None or guard()
-
-
-def _progress(total: int, initial: int, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, disable=not enabled, unit="it", dynamic_ncols=True)
-
-
-def _summary(metrics: dict[str, float]) -> dict[str, str]:
-    keys = {
-        "reward/correct_rate": "correct",
-        "filter/accept_rate": "accept",
-        "loss/total": "loss",
-        "kl/coef": "kl_coef",
-        "refit/logprob_gap": "gap",
-    }
-    return {short: f"{metrics[k]:.3g}" for k, short in keys.items() if k in metrics}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,118 +62,64 @@ def run(args: argparse.Namespace) -> int:
 
     if cfg.run.threads > 0:
         torch.set_num_threads(cfg.run.threads)
-    from nemo_rence.algorithm.filter import SearchInterrupted
-    from nemo_rence.budget import TimeBudget
     from nemo_rence.build import build_components
-    from nemo_rence.infra.distributed import broadcast_object
+    from nemo_rence.infra.distributed import rank
     from nemo_rence.infra.metrics import MetricsLogger
     from nemo_rence.infra.trackers import open_trackers
     from nemo_rence.loop import Trainer
+    from nemo_rence.policy.megatron.parallel import teardown
     from nemo_rence.run_state import CheckpointManager
 
     run_dir = Path(cfg.run.out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    built = build_components(cfg, run_dir)
-    main = built.rank == 0
-    if main:
-        (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
-    logger = (
-        MetricsLogger(run_dir, tensorboard=True, trackers=open_trackers(cfg, run_dir))
-        if main
-        else None
-    )
-    trainer = Trainer(cfg, built.parts, logger, is_main=main)
-    ckpt = CheckpointManager(run_dir / "checkpoints", keep=cfg.run.keep_checkpoints)
-    stop = _StopFlag()
-    resumed = ckpt.resume(trainer, built)
-    start = time.perf_counter()
+    parts = build_components(cfg, run_dir)
+    trainer: Trainer | None = None
     try:
-        budget = TimeBudget(cfg.run.time_budget_min * 60.0, launched)
-        interrupted = False
-        if not resumed:
-            with budget.timing_eval():
-                before = trainer.validate(built.parts.heldout)
-            trainer.log_eval(before, "before")
-            if main and before:
-                print(f"held-out before training: {_fmt(before)}", flush=True)
-        bar = _progress(cfg.run.iterations, trainer.iteration, main and not args.no_progress)
-        while trainer.iteration < cfg.run.iterations:
-            if budget.exhausted():
-                if main:
-                    print(f"time budget: {budget.explain()}", flush=True)
-                break
-            try:  # the whole step (periodic evaluation, checkpoint) predicts the next one
-                with budget.timing_iteration():
-                    metrics = trainer.train_iteration(stop.or_else(budget.search_guard()))
-                    budget.record_search(metrics.get("time/rollout", 0.0))
-                    bar.update(1)
-                    bar.set_postfix(_summary(metrics))
-                    if cfg.run.eval_every and trainer.iteration % cfg.run.eval_every == 0:
-                        periodic = trainer.validate(built.parts.heldout)
-                        trainer.log_eval(periodic, "periodic")
-                        ckpt.update_best(trainer, built, periodic)  # checkpoints/best
-                    if stop.signal is not None:
-                        path = ckpt.save(trainer, built)
-                        if main:
-                            print(f"signal {stop.signal}: checkpoint {path}, exiting", flush=True)
-                        return 0
-                    if cfg.run.save_every and trainer.iteration % cfg.run.save_every == 0:
-                        ckpt.save(trainer, built)
-            except SearchInterrupted as stopped:  # the filter keeps its groups (budget.py)
-                signalled = broadcast_object(stop.signal)  # rank 0's search, rank 0's reason
-                if signalled is not None:
-                    path = ckpt.save(trainer, built, force=True)
-                    if main:
-                        print(f"\nsignal {signalled}: {stopped}; checkpoint {path}, exiting")
-                    return 0
-                if main:
-                    print(f"\ntime budget: {stopped}", flush=True)
-                interrupted = True
-                break
-        bar.close()
-        latest = ckpt.latest()
-        if interrupted or latest is None or latest.name != f"iter-{trainer.iteration:06d}":
-            latest = ckpt.save(trainer, built, force=interrupted)  # the search's groups too
-        after = trainer.validate(built.parts.heldout)
-        trainer.log_eval(after, "after")
-        ckpt.update_best(trainer, built, after)
+        if main := rank() == 0:
+            (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        logger = MetricsLogger(run_dir, True, open_trackers(cfg, run_dir)) if main else None
+        trainer = Trainer(cfg, parts, logger, is_main=main)
+        checkpoints = CheckpointManager(run_dir / "checkpoints", keep=cfg.run.keep_checkpoints)
+        result = trainer.fit(
+            checkpoints, _StopFlag(), launched=launched, progress=not args.no_progress
+        )
         if main:
-            from nemo_rence.infra.plots import write_plots
-
-            if logger is not None:
-                logger.flush()
-            plots = write_plots(run_dir)
-            print(f"held-out after training:  {_fmt(after)}", flush=True)
-            first = trainer.eval_history[0][1] if trainer.eval_history else {}
-            if "eval/accuracy" in after and "eval/accuracy" in first:
-                delta = 100 * (after["eval/accuracy"] - first["eval/accuracy"])
-                print(f"held-out accuracy change: {delta:+.1f} points", flush=True)
-                best = ckpt.best()
-                if best is not None:
-                    gain = 100 * (best.value - first["eval/accuracy"])
-                    print(
-                        f"best held-out accuracy: {100 * best.value:.1f}% at iteration "
-                        f"{best.iteration} ({gain:+.1f} points; checkpoints/best -> "
-                        f"{best.checkpoint})",
-                        flush=True,
-                    )
-            print(
-                f"run directory: {run_dir} (metrics.jsonl, tb/, checkpoints/ -> {latest.name}, "
-                f"{len(plots)} plots in plots/); {time.perf_counter() - start:.0f} s",
-                flush=True,
-            )
-        return 0
+            _report(trainer, checkpoints, result, run_dir, launched)
+        return result.exit_code
     finally:
-        built.reward.close()
-        if logger is not None:
-            logger.close()
-        from nemo_rence.policy.megatron.parallel import teardown
-
+        parts.close()
+        if trainer is not None and trainer.logger is not None:
+            trainer.logger.close()
         teardown()
 
 
-def _fmt(metrics: dict[str, float]) -> str:
-    return ", ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in sorted(metrics.items()))
+def _report(trainer: Any, checkpoints: Any, result: Any, run_dir: Path, launched: float) -> None:
+    """What the run did, on rank 0: held-out accuracy before / after / best, where things are."""
+    if result.stopped in ("signal", "finished"):
+        print(f"\n{result.message}" if result.stopped == "signal" else result.message, flush=True)
+        return
+    from nemo_rence.infra.plots import write_plots
+
+    trainer.logger.flush()
+    plots = write_plots(run_dir)
+    print(f"held-out after training:  {_fmt(result.after)}", flush=True)
+    first = trainer.eval_history[0][1] if trainer.eval_history else {}
+    if "eval/accuracy" in result.after and "eval/accuracy" in first:
+        delta = 100 * (result.after["eval/accuracy"] - first["eval/accuracy"])
+        print(f"held-out accuracy change: {delta:+.1f} points", flush=True)
+        best = checkpoints.best()
+        if best is not None:
+            gain = 100 * (best.value - first["eval/accuracy"])
+            print(
+                f"best held-out accuracy: {100 * best.value:.1f}% at iteration {best.iteration} "
+                f"({gain:+.1f} points; checkpoints/best -> {best.checkpoint})",
+                flush=True,
+            )
+    print(
+        f"run directory: {run_dir} (metrics.jsonl, tb/, checkpoints/ -> {result.latest.name}, "
+        f"{len(plots)} plots in plots/); {time.perf_counter() - launched:.0f} s",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -224,10 +224,16 @@ class PromptFilter:
         config: FilterConfig,
         source: Callable[[], Sequence[Any]],
         prompt_id: Callable[[Any], Hashable] = lambda p: p.id,
+        to_plain: Callable[[ScoredGroup], dict[str, Any]] | None = None,
+        from_plain: Callable[[dict[str, Any]], ScoredGroup] | None = None,
     ) -> None:
+        """``to_plain`` / ``from_plain`` turn a group into plain containers for
+        :meth:`state_dict` and back (default: its fields as they are)."""
         self.config = config
         self._source = source
         self._prompt_id = prompt_id
+        self._to_plain = to_plain or _plain
+        self._from_plain = from_plain or (lambda g: ScoredGroup(**g))
         self.cache: list[ScoredGroup] = []
         self.mastered: set[Hashable] = set()
         self.pending: tuple[list[ScoredGroup], FilterStats] | None = None
@@ -342,21 +348,24 @@ class PromptFilter:
         pending = None
         if self.pending is not None:
             stack, stats = self.pending
-            pending = {"groups": [_plain(g) for g in stack], "stats": asdict(stats)}
+            pending = {"groups": [self._to_plain(g) for g in stack], "stats": asdict(stats)}
         return {
-            "cache": [_plain(g) for g in self.cache],
+            "cache": [self._to_plain(g) for g in self.cache],
             "mastered": sorted(self.mastered, key=repr),
             "pending": pending,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.cache = [ScoredGroup(**g) for g in state["cache"]]
+        self.cache = [self._from_plain(g) for g in state["cache"]]
         self.mastered = set(state["mastered"])
         pending = state.get("pending")  # absent in checkpoints written before it existed
         self.pending = (
             None
             if pending is None
-            else ([ScoredGroup(**g) for g in pending["groups"]], FilterStats(**pending["stats"]))
+            else (
+                [self._from_plain(g) for g in pending["groups"]],
+                FilterStats(**pending["stats"]),
+            )
         )
 
 

@@ -42,6 +42,10 @@ __all__ = [
 ]
 
 
+LOG_RATIO_CLAMP = 20.0
+"""Upper clamp of k3's log-ratio before ``expm1`` (see :func:`k3`)."""
+
+
 def k1(logp_q: Tensor, logp_p: Tensor) -> Tensor:
     """k1 = log q(x) - log p(x), x ~ q: unbiased estimate of KL(q || p) (Schulman 2020).
 
@@ -65,13 +69,16 @@ def k2(logp_q: Tensor, logp_p: Tensor) -> Tensor:
 def k3(logp_q: Tensor, logp_p: Tensor) -> Tensor:
     """k3 = (r - 1) - log r with r = p(x)/q(x), x ~ q: unbiased and >= 0 (Schulman 2020).
 
-    Computed as ``expm1(d) - d`` with d = log r, which is exact for small d and never negative.
+    Computed as ``expm1(d) - d`` with d = min(log r, 20), which is exact for small d and never
+    negative. The clamp (verl clamps log-ratios to +-20 likewise) keeps fp32 finite: e^d overflows
+    from d ~ 88.7, and a single token with log-ratio 99 would make the loss inf and its gradient
+    NaN; below 20 (a ratio of 4.9e8) the value is Schulman's exactly.
 
     Args:
         logp_q: log-probabilities under the sampling distribution q, any shape.
         logp_p: log-probabilities under p, same shape.
     """
-    d = logp_p - logp_q
+    d = (logp_p - logp_q).clamp(max=LOG_RATIO_CLAMP)
     return torch.expm1(d) - d
 
 
@@ -139,6 +146,7 @@ class AdaptiveKLController(KLController):
     """Proportional controller of Ziegler et al. 2019 (arXiv 1909.08593), Sec. 2.2.
 
     e = clip(KL / target - 1, -0.2, 0.2);  value <- value * (1 + e * n_steps / horizon).
+    A non-finite KL (an iteration whose steps were skipped) leaves the value unchanged.
     ReNCE paper (Sec. 4.1) defaults: init 0.001, target 0.01, horizon 25600.
 
     Attributes:
@@ -166,6 +174,8 @@ class AdaptiveKLController(KLController):
     def update(self, current_kl: float, n_steps: int) -> float:
         if n_steps < 0:
             raise ValueError(f"n_steps must be >= 0, got {n_steps}")
+        if not math.isfinite(float(current_kl)):  # a skipped (non-finite) update measures nothing
+            return self.value
         error = min(max(float(current_kl) / self.target - 1.0, -self.clip), self.clip)
         self.value *= 1.0 + error * n_steps / self.horizon
         return self.value

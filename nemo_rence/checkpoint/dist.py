@@ -18,7 +18,7 @@ Transformer Engine names (``…linear_qkv.layer_norm_weight``, ``…linear_fc1.l
 whatever the layer spec, and ``linear_fc1`` is ``[gate; up]`` - i.e. exactly the "full" layout
 of ``checkpoint.mapping`` per layer. That is why a checkpoint saved at one TP/PP reloads at any
 other (megatron reshards on load) and why NeMo checkpoints convert without a model
-(``checkpoint.nemo``, which also writes the ``context/`` files).
+(``checkpoint.nemo``); ``checkpoint.context`` writes the ``context/`` files for both.
 
 The writer assembles the output in a temp dir next to the target and renames it into place.
 """
@@ -36,14 +36,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from nemo_rence.arch import ArchSpec
+from nemo_rence.checkpoint.context import META_FILE, write_context
 from nemo_rence.checkpoint.hf import atomic_dir, commit_dir
 from nemo_rence.checkpoint.mapping import CheckpointError
 from nemo_rence.infra.distributed import barrier, broadcast_object, rank
-from nemo_rence.policy.megatron.model import ArchSpec
 
 __all__ = [
-    "FORMAT_VERSION",
-    "META_FILE",
     "NEMO2_PREFIX",
     "check_dist_checkpoint",
     "load_checkpoint",
@@ -53,12 +52,8 @@ __all__ = [
     "single_process_group",
 ]
 
-FORMAT_VERSION = 1
-"""Version of ``context/nemo_rence.json``."""
 NEMO2_PREFIX = "module."
 """Prefix of the tensor keys in ``weights/`` (NeMo 2's)."""
-META_FILE = "nemo_rence.json"
-"""Our metadata file in ``context/``: format, :class:`ArchSpec`, HF config."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,8 +193,6 @@ def save_checkpoint(
     (needs a filesystem shared by all ranks).
     """
     from megatron.core import dist_checkpointing
-
-    from nemo_rence.checkpoint.nemo import write_context  # nemo.py builds on this module
 
     out = Path(ckpt_dir)
     tmp = Path(broadcast_object(str(atomic_dir(out)) if rank() == 0 else ""))

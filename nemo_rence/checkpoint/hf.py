@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from nemo_rence.arch import ArchSpec
 from nemo_rence.checkpoint.mapping import (
     CheckpointError,
     hf_to_megatron,
@@ -38,7 +39,6 @@ from nemo_rence.checkpoint.mapping import (
     tp_partition_dim,
     tp_shard,
 )
-from nemo_rence.policy.megatron.model import ArchSpec
 
 __all__ = [
     "SafetensorsDir",

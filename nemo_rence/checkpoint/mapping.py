@@ -1,7 +1,7 @@
 """Names and layouts of weights: Hugging Face <-> Megatron-Core, TP sharding, PP layer indices.
 
 This module is the single source of truth for how an HF decoder (Llama, Qwen2, Qwen3; see
-``policy.megatron.model.ArchSpec``) maps onto a megatron ``GPTModel``. Everything else
+``nemo_rence.arch.ArchSpec``) maps onto a megatron ``GPTModel``. Everything else
 (``checkpoint.hf``, ``checkpoint.dist``, the policy's ``export_weights``, refit) goes through it.
 
 Full tensors and global names
@@ -11,23 +11,13 @@ Full tensors and global names
 uses LOCAL indices (``0 .. layers_on_stage - 1``); convert with :func:`to_global_name` /
 :func:`to_local_name` and the stage's :func:`pp_layer_offset`.
 
-Name map (``{i}`` = layer; ``local`` spec / ``te`` spec names where they differ)::
-
-    HF                                         megatron
-    model.embed_tokens.weight                  embedding.word_embeddings.weight     [V_pad, H]
-    model.layers.{i}.input_layernorm.weight    decoder.layers.{i}.input_layernorm.weight          (local)
-                                               decoder.layers.{i}.self_attention.linear_qkv.layer_norm_weight (te)
-    model.layers.{i}.self_attn.{q,k,v}_proj.weight  decoder.layers.{i}.self_attention.linear_qkv.weight  (fused, below)
-    model.layers.{i}.self_attn.{q,k,v}_proj.bias    decoder.layers.{i}.self_attention.linear_qkv.bias    (Qwen2)
-    model.layers.{i}.self_attn.q_norm.weight   decoder.layers.{i}.self_attention.q_layernorm.weight (Qwen3)
-    model.layers.{i}.self_attn.k_norm.weight   decoder.layers.{i}.self_attention.k_layernorm.weight (Qwen3)
-    model.layers.{i}.self_attn.o_proj.weight   decoder.layers.{i}.self_attention.linear_proj.weight
-    model.layers.{i}.post_attention_layernorm.weight  decoder.layers.{i}.pre_mlp_layernorm.weight        (local)
-                                               decoder.layers.{i}.mlp.linear_fc1.layer_norm_weight  (te)
-    model.layers.{i}.mlp.{gate,up}_proj.weight decoder.layers.{i}.mlp.linear_fc1.weight  [gate; up]
-    model.layers.{i}.mlp.down_proj.weight      decoder.layers.{i}.mlp.linear_fc2.weight
-    model.norm.weight                          decoder.final_layernorm.weight
-    lm_head.weight                             output_layer.weight  [V_pad, H]  (untied only)
+The name map is :data:`TENSORS`: one :class:`TensorRule` per megatron tensor, giving its HF
+tensor(s), their shapes in symbols of the architecture, the transform between the two sides and
+the TP partition dim. Every function here derives from it: :func:`expected_hf_shapes`,
+:func:`expected_megatron_shapes`, :func:`hf_to_megatron`, :func:`megatron_to_hf`,
+:func:`tp_partition_dim` / :func:`tp_shard` / :func:`tp_gather`. The norms have a ``local`` and
+a ``te`` (Transformer Engine layer spec) megatron name; a rule may apply only to some families
+(q/k/v bias: Qwen2; q/k norms: Qwen3; output layer: untied embeddings).
 
 Fused QKV layout (megatron's per-query-group interleave)
 --------------------------------------------------------
@@ -55,12 +45,12 @@ block of ``[gate; up]``. :func:`tp_shard` / :func:`tp_gather` implement this. Ex
 Vocabulary padding
 ------------------
 The embedding and output layer have ``arch.padded_vocab_size()`` rows (see
-``policy.megatron.model``); :func:`hf_to_megatron` appends zero rows, :func:`megatron_to_hf` drops
+``nemo_rence.arch``); :func:`hf_to_megatron` appends zero rows, :func:`megatron_to_hf` drops
 them. The output layer exists only when embeddings are untied; with tied embeddings and PP > 1,
 the last stage's ``output_layer.weight`` is a copy of the embedding (see
 ``checkpoint.hf.megatron_state_for_rank``) and :func:`megatron_to_hf` skips it.
 
-Partition dims (:func:`tp_partition_dim`): column-parallel (``linear_qkv``, ``linear_fc1``) dim 0;
+Partition dims (:attr:`TensorRule.tp_dim`): column-parallel (``linear_qkv``, ``linear_fc1``) dim 0;
 row-parallel (``linear_proj``, ``linear_fc2``) dim 1; vocab-parallel (embedding, output layer)
 dim 0; norms replicated (``None``).
 """
@@ -68,17 +58,21 @@ dim 0; norms replicated (``None``).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from nemo_rence.policy.megatron.model import ArchSpec
+from nemo_rence.arch import ArchSpec
 
 __all__ = [
     "SPECS",
+    "TENSORS",
     "CheckpointError",
+    "TensorRule",
+    "Transform",
     "expected_hf_shapes",
     "expected_megatron_shapes",
     "hf_to_megatron",
@@ -95,36 +89,7 @@ __all__ = [
 
 SPECS = ("local", "te")
 
-# Per-layer names (suffix after ``decoder.layers.{i}.`` / ``model.layers.{i}.``).
-_LOCAL_INPUT_NORM = "input_layernorm.weight"
-_TE_INPUT_NORM = "self_attention.linear_qkv.layer_norm_weight"
-_LOCAL_MLP_NORM = "pre_mlp_layernorm.weight"
-_TE_MLP_NORM = "mlp.linear_fc1.layer_norm_weight"
-_QKV_W = "self_attention.linear_qkv.weight"
-_QKV_B = "self_attention.linear_qkv.bias"
-_PROJ = "self_attention.linear_proj.weight"
-_QNORM = "self_attention.q_layernorm.weight"
-_KNORM = "self_attention.k_layernorm.weight"
-_FC1 = "mlp.linear_fc1.weight"
-_FC2 = "mlp.linear_fc2.weight"
-_EMB = "embedding.word_embeddings.weight"
-_OUT = "output_layer.weight"
-_FINAL_NORM = "decoder.final_layernorm.weight"
-
-# megatron layer suffix -> HF layer suffix, for one-to-one tensors.
-_SIMPLE_LAYER = {
-    _LOCAL_INPUT_NORM: "input_layernorm.weight",
-    _TE_INPUT_NORM: "input_layernorm.weight",
-    _LOCAL_MLP_NORM: "post_attention_layernorm.weight",
-    _TE_MLP_NORM: "post_attention_layernorm.weight",
-    _PROJ: "self_attn.o_proj.weight",
-    _QNORM: "self_attn.q_norm.weight",
-    _KNORM: "self_attn.k_norm.weight",
-    _FC2: "mlp.down_proj.weight",
-}
-
 _LAYER_RE = re.compile(r"^decoder\.layers\.(\d+)\.(.+)$")
-_HF_LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 
 
 class CheckpointError(ValueError):
@@ -138,72 +103,7 @@ def _shape_error(name: str, expected: Iterable[int], found: Iterable[int]) -> Ch
 
 
 # --------------------------------------------------------------------------------------------
-# Expected shapes
-# --------------------------------------------------------------------------------------------
-
-
-def expected_hf_shapes(arch: ArchSpec) -> dict[str, tuple[int, ...]]:
-    """Every HF tensor of ``arch`` and its shape (``lm_head.weight`` only when untied)."""
-    h, d, f = arch.hidden_size, arch.head_dim, arch.ffn_hidden_size
-    nq, nkv = arch.num_attention_heads * d, arch.num_query_groups * d
-    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (arch.vocab_size, h)}
-    for i in range(arch.num_layers):
-        p = f"model.layers.{i}."
-        shapes[p + "input_layernorm.weight"] = (h,)
-        shapes[p + "self_attn.q_proj.weight"] = (nq, h)
-        shapes[p + "self_attn.k_proj.weight"] = (nkv, h)
-        shapes[p + "self_attn.v_proj.weight"] = (nkv, h)
-        if arch.qkv_bias:
-            shapes[p + "self_attn.q_proj.bias"] = (nq,)
-            shapes[p + "self_attn.k_proj.bias"] = (nkv,)
-            shapes[p + "self_attn.v_proj.bias"] = (nkv,)
-        if arch.qk_layernorm:
-            shapes[p + "self_attn.q_norm.weight"] = (d,)
-            shapes[p + "self_attn.k_norm.weight"] = (d,)
-        shapes[p + "self_attn.o_proj.weight"] = (h, nq)
-        shapes[p + "post_attention_layernorm.weight"] = (h,)
-        shapes[p + "mlp.gate_proj.weight"] = (f, h)
-        shapes[p + "mlp.up_proj.weight"] = (f, h)
-        shapes[p + "mlp.down_proj.weight"] = (h, f)
-    shapes["model.norm.weight"] = (h,)
-    if not arch.tie_word_embeddings:
-        shapes["lm_head.weight"] = (arch.vocab_size, h)
-    return shapes
-
-
-def expected_megatron_shapes(arch: ArchSpec, spec: str = "local") -> dict[str, tuple[int, ...]]:
-    """Every FULL megatron tensor of ``arch`` (global layer names) and its shape."""
-    _check_spec(spec)
-    h, d, f = arch.hidden_size, arch.head_dim, arch.ffn_hidden_size
-    v = arch.padded_vocab_size()
-    qkv_rows = arch.num_query_groups * (arch.heads_per_group + 2) * d
-    shapes: dict[str, tuple[int, ...]] = {_EMB: (v, h)}
-    for i in range(arch.num_layers):
-        p = f"decoder.layers.{i}."
-        shapes[p + (_LOCAL_INPUT_NORM if spec == "local" else _TE_INPUT_NORM)] = (h,)
-        shapes[p + _QKV_W] = (qkv_rows, h)
-        if arch.qkv_bias:
-            shapes[p + _QKV_B] = (qkv_rows,)
-        if arch.qk_layernorm:
-            shapes[p + _QNORM] = (d,)
-            shapes[p + _KNORM] = (d,)
-        shapes[p + _PROJ] = (h, arch.num_attention_heads * d)
-        shapes[p + (_LOCAL_MLP_NORM if spec == "local" else _TE_MLP_NORM)] = (h,)
-        shapes[p + _FC1] = (2 * f, h)
-        shapes[p + _FC2] = (h, f)
-    shapes[_FINAL_NORM] = (h,)
-    if not arch.tie_word_embeddings:
-        shapes[_OUT] = (v, h)
-    return shapes
-
-
-def _check_spec(spec: str) -> None:
-    if spec not in SPECS:
-        raise ValueError(f"spec must be one of {SPECS}; got {spec!r}")
-
-
-# --------------------------------------------------------------------------------------------
-# HF -> megatron
+# Transforms between the HF tensor(s) and the megatron tensor
 # --------------------------------------------------------------------------------------------
 
 
@@ -235,6 +135,208 @@ def _pad_vocab(t: Tensor, arch: ArchSpec) -> Tensor:
     if extra == 0:
         return t
     return torch.cat([t, t.new_zeros((extra, *t.shape[1:]))], dim=0)
+
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Transform:
+    """How one megatron tensor is made of its HF tensor(s), and back; all along dim 0."""
+
+    name: str
+    to_megatron: Callable[[Sequence[Tensor], ArchSpec], Tensor]
+    to_hf: Callable[[Tensor, ArchSpec], Sequence[Tensor]]
+    """May return views of the megatron tensor."""
+    megatron_shape: Callable[[Sequence[Shape], ArchSpec], Shape]
+    """The megatron tensor's shape from the HF tensors' shapes."""
+    stacked_halves: bool = False
+    """``[a; b]`` of two column-parallel halves: TP rank r holds ``[a_r; b_r]`` (module doc)."""
+
+
+def _rows(shapes: Sequence[Shape], _: ArchSpec) -> Shape:
+    return (sum(s[0] for s in shapes), *shapes[0][1:])
+
+
+COPY = Transform("copy", lambda ts, _: ts[0], lambda t, _: (t,), lambda s, _: s[0])
+PAD_VOCAB = Transform(
+    "pad_vocab",
+    lambda ts, arch: _pad_vocab(ts[0], arch),
+    lambda t, arch: (t[: arch.vocab_size],),
+    lambda s, arch: (arch.padded_vocab_size(), *s[0][1:]),
+)
+"""Embedding / output layer: zero rows appended up to ``arch.padded_vocab_size()``."""
+FUSE_QKV = Transform(
+    "fuse_qkv",
+    lambda ts, arch: _fuse_qkv(ts[0], ts[1], ts[2], arch),
+    _split_qkv,
+    _rows,
+)
+"""q, k, v -> megatron's per-query-group interleave (module doc)."""
+CONCAT_GATE_UP = Transform(
+    "concat_gate_up",
+    lambda ts, _: torch.cat(list(ts), dim=0),
+    lambda t, _: torch.chunk(t, 2, dim=0),
+    _rows,
+    stacked_halves=True,
+)
+"""gate, up -> ``[gate; up]``, sharded over TP half by half (module doc)."""
+
+
+# --------------------------------------------------------------------------------------------
+# The table
+# --------------------------------------------------------------------------------------------
+
+
+def _dims(arch: ArchSpec) -> dict[str, int]:
+    """The symbols of :attr:`TensorRule.hf_shapes`."""
+    return {
+        "H": arch.hidden_size,
+        "V": arch.vocab_size,
+        "F": arch.ffn_hidden_size,
+        "D": arch.head_dim,
+        "Q": arch.num_attention_heads * arch.head_dim,
+        "KV": arch.num_query_groups * arch.head_dim,
+    }
+
+
+@dataclass(frozen=True)
+class TensorRule:
+    """One megatron tensor and the HF tensor(s) it is made of. ``{i}`` in a name is the layer.
+
+    Shapes are tuples of symbols: ``H`` hidden, ``V`` HF vocabulary, ``F`` FFN hidden,
+    ``D`` head dim, ``Q`` query rows (heads * D), ``KV`` key/value rows (groups * D).
+    """
+
+    megatron: str
+    hf: tuple[str, ...]
+    hf_shapes: tuple[tuple[str, ...], ...]
+    """One symbolic shape per HF tensor; the megatron shape follows from :attr:`transform`."""
+    transform: Transform = COPY
+    tp_dim: int | None = None
+    """Dim along which megatron splits the tensor over TP ranks; None: replicated."""
+    when: Callable[[ArchSpec], bool] | None = None
+    """The families that have the tensor; None: all."""
+    spec: str | None = None
+    """The layer spec that uses this megatron name ('local' or 'te'); None: both."""
+
+    def applies(self, arch: ArchSpec, spec: str | None = None) -> bool:
+        """Whether ``arch`` (built with layer spec ``spec``; None: any) has this tensor."""
+        return (self.when is None or self.when(arch)) and spec in (None, self.spec or spec)
+
+    def hf_shape_values(self, arch: ArchSpec) -> list[Shape]:
+        dims = _dims(arch)
+        return [tuple(dims[d] for d in shape) for shape in self.hf_shapes]
+
+    def megatron_shape(self, arch: ArchSpec) -> Shape:
+        return self.transform.megatron_shape(self.hf_shape_values(arch), arch)
+
+
+def _untied(arch: ArchSpec) -> bool:
+    return not arch.tie_word_embeddings
+
+
+def _qkv_bias(arch: ArchSpec) -> bool:
+    return arch.qkv_bias
+
+
+def _qk_layernorm(arch: ArchSpec) -> bool:
+    return arch.qk_layernorm
+
+
+_M, _H = "decoder.layers.{i}.", "model.layers.{i}."
+_OUTPUT = "output_layer.weight"
+_QKV = tuple(f"{_H}self_attn.{x}_proj.weight" for x in "qkv")
+_QKV_BIAS = tuple(f"{_H}self_attn.{x}_proj.bias" for x in "qkv")
+
+# fmt: off
+EMBEDDING_TENSORS = (
+    TensorRule("embedding.word_embeddings.weight", ("model.embed_tokens.weight",), (("V", "H"),), PAD_VOCAB, tp_dim=0),
+)
+LAYER_TENSORS = (
+    TensorRule(_M + "input_layernorm.weight", (_H + "input_layernorm.weight",), (("H",),), spec="local"),
+    TensorRule(_M + "self_attention.linear_qkv.layer_norm_weight", (_H + "input_layernorm.weight",), (("H",),), spec="te"),
+    TensorRule(_M + "self_attention.linear_qkv.weight", _QKV, (("Q", "H"), ("KV", "H"), ("KV", "H")), FUSE_QKV, tp_dim=0),
+    TensorRule(_M + "self_attention.linear_qkv.bias", _QKV_BIAS, (("Q",), ("KV",), ("KV",)), FUSE_QKV, tp_dim=0, when=_qkv_bias),
+    TensorRule(_M + "self_attention.q_layernorm.weight", (_H + "self_attn.q_norm.weight",), (("D",),), when=_qk_layernorm),
+    TensorRule(_M + "self_attention.k_layernorm.weight", (_H + "self_attn.k_norm.weight",), (("D",),), when=_qk_layernorm),
+    TensorRule(_M + "self_attention.linear_proj.weight", (_H + "self_attn.o_proj.weight",), (("H", "Q"),), tp_dim=1),
+    TensorRule(_M + "pre_mlp_layernorm.weight", (_H + "post_attention_layernorm.weight",), (("H",),), spec="local"),
+    TensorRule(_M + "mlp.linear_fc1.layer_norm_weight", (_H + "post_attention_layernorm.weight",), (("H",),), spec="te"),
+    TensorRule(_M + "mlp.linear_fc1.weight", (_H + "mlp.gate_proj.weight", _H + "mlp.up_proj.weight"), (("F", "H"), ("F", "H")), CONCAT_GATE_UP, tp_dim=0),
+    TensorRule(_M + "mlp.linear_fc2.weight", (_H + "mlp.down_proj.weight",), (("H", "F"),), tp_dim=1),
+)
+HEAD_TENSORS = (
+    TensorRule("decoder.final_layernorm.weight", ("model.norm.weight",), (("H",),)),
+    TensorRule(_OUTPUT, ("lm_head.weight",), (("V", "H"),), PAD_VOCAB, tp_dim=0, when=_untied),
+)
+# fmt: on
+TENSORS = EMBEDDING_TENSORS + LAYER_TENSORS + HEAD_TENSORS
+"""Every tensor of a supported decoder, in state-dict order (layer rules once per layer)."""
+
+_BY_MEGATRON = {rule.megatron: rule for rule in TENSORS}
+
+
+def _rule_of(name: str) -> tuple[TensorRule | None, int | None]:
+    """The rule of a megatron name (either spec's) and its layer index (None: not a layer)."""
+    m = _LAYER_RE.match(name)
+    if m is None:
+        return _BY_MEGATRON.get(name), None
+    return _BY_MEGATRON.get(_M + m.group(2)), int(m.group(1))
+
+
+def _expand(
+    arch: ArchSpec,
+    spec: str,
+    layers: Iterable[int] | None = None,
+    embedding: bool = True,
+    head: bool = True,
+) -> Iterable[tuple[TensorRule, str, list[str]]]:
+    """``(rule, megatron name, HF names)`` of every tensor of ``arch`` (or of a stage's share)."""
+
+    def named(
+        rules: Iterable[TensorRule], i: int = 0
+    ) -> Iterable[tuple[TensorRule, str, list[str]]]:
+        for r in rules:
+            if r.applies(arch, spec):
+                yield r, r.megatron.format(i=i), [h.format(i=i) for h in r.hf]
+
+    if embedding:
+        yield from named(EMBEDDING_TENSORS)
+    for i in range(arch.num_layers) if layers is None else layers:
+        yield from named(LAYER_TENSORS, i)
+    if head:
+        yield from named(HEAD_TENSORS)
+
+
+def _check_spec(spec: str) -> None:
+    if spec not in SPECS:
+        raise ValueError(f"spec must be one of {SPECS}; got {spec!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Expected shapes
+# --------------------------------------------------------------------------------------------
+
+
+def expected_hf_shapes(arch: ArchSpec) -> dict[str, tuple[int, ...]]:
+    """Every HF tensor of ``arch`` and its shape (``lm_head.weight`` only when untied)."""
+    return {
+        hf: shape
+        for rule, _, hf_names in _expand(arch, "local")
+        for hf, shape in zip(hf_names, rule.hf_shape_values(arch), strict=True)
+    }
+
+
+def expected_megatron_shapes(arch: ArchSpec, spec: str = "local") -> dict[str, tuple[int, ...]]:
+    """Every FULL megatron tensor of ``arch`` (global layer names) and its shape."""
+    _check_spec(spec)
+    return {name: rule.megatron_shape(arch) for rule, name, _ in _expand(arch, spec)}
+
+
+# --------------------------------------------------------------------------------------------
+# HF -> megatron
+# --------------------------------------------------------------------------------------------
 
 
 def _shape_of(sd: Mapping[str, Tensor], name: str) -> tuple[int, ...]:
@@ -293,35 +395,10 @@ def hf_to_megatron(
         found = _shape_of(hf_state_dict, k)
         if found != shape:
             raise _shape_error(k, shape, found)
-
-    sd = hf_state_dict
-    out: dict[str, Tensor] = {}
-    if embedding:
-        out[_EMB] = _pad_vocab(sd["model.embed_tokens.weight"], arch)
-    in_norm = _LOCAL_INPUT_NORM if spec == "local" else _TE_INPUT_NORM
-    mlp_norm = _LOCAL_MLP_NORM if spec == "local" else _TE_MLP_NORM
-    for i in range(arch.num_layers) if layers is None else layers:
-        h, m = f"model.layers.{i}.", f"decoder.layers.{i}."
-        out[m + in_norm] = sd[h + "input_layernorm.weight"]
-        wq, wk, wv = (sd[f"{h}self_attn.{x}_proj.weight"] for x in "qkv")
-        out[m + _QKV_W] = _fuse_qkv(wq, wk, wv, arch)
-        if arch.qkv_bias:
-            bq, bk, bv = (sd[f"{h}self_attn.{x}_proj.bias"] for x in "qkv")
-            out[m + _QKV_B] = _fuse_qkv(bq, bk, bv, arch)
-        if arch.qk_layernorm:
-            out[m + _QNORM] = sd[h + "self_attn.q_norm.weight"]
-            out[m + _KNORM] = sd[h + "self_attn.k_norm.weight"]
-        out[m + _PROJ] = sd[h + "self_attn.o_proj.weight"]
-        out[m + mlp_norm] = sd[h + "post_attention_layernorm.weight"]
-        out[m + _FC1] = torch.cat(
-            [sd[h + "mlp.gate_proj.weight"], sd[h + "mlp.up_proj.weight"]], dim=0
-        )
-        out[m + _FC2] = sd[h + "mlp.down_proj.weight"]
-    if head:
-        out[_FINAL_NORM] = sd["model.norm.weight"]
-        if not arch.tie_word_embeddings:
-            out[_OUT] = _pad_vocab(sd["lm_head.weight"], arch)
-    return out
+    return {
+        name: rule.transform.to_megatron([hf_state_dict[h] for h in hf_names], arch)
+        for rule, name, hf_names in _expand(arch, spec, layers, embedding, head)
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -342,65 +419,20 @@ def megatron_to_hf(name: str, full_tensor: Tensor, arch: ArchSpec) -> list[tuple
     """
     if name.endswith("._extra_state"):
         return []
-    if name == _OUT and arch.tie_word_embeddings:
-        return []
-    expected = _expected_full_shape(name, arch)
+    if name == _OUTPUT and arch.tie_word_embeddings:
+        return []  # the last pipeline stage's copy of the tied embedding
+    rule, i = _rule_of(name)
+    if i is not None and not 0 <= i < arch.num_layers:
+        raise CheckpointError(
+            f"tensor {name!r}: layer index {i} out of range for {arch.num_layers} layers"
+        )
+    if rule is None or not rule.applies(arch):
+        raise CheckpointError(f"unknown megatron tensor {name!r} for {arch.model_type}")
+    expected = rule.megatron_shape(arch)
     if tuple(full_tensor.shape) != expected:
         raise _shape_error(name, expected, full_tensor.shape)
-    if name == _EMB:
-        return [("model.embed_tokens.weight", full_tensor[: arch.vocab_size])]
-    if name == _OUT:
-        return [("lm_head.weight", full_tensor[: arch.vocab_size])]
-    if name == _FINAL_NORM:
-        return [("model.norm.weight", full_tensor)]
-    i, suffix = _split_layer_name(name)
-    h = f"model.layers.{i}."
-    if suffix in _SIMPLE_LAYER:
-        return [(h + _SIMPLE_LAYER[suffix], full_tensor)]
-    if suffix in (_QKV_W, _QKV_B):
-        kind = "weight" if suffix == _QKV_W else "bias"
-        q, k, v = _split_qkv(full_tensor, arch)
-        return [
-            (f"{h}self_attn.q_proj.{kind}", q),
-            (f"{h}self_attn.k_proj.{kind}", k),
-            (f"{h}self_attn.v_proj.{kind}", v),
-        ]
-    if suffix == _FC1:
-        gate, up = torch.chunk(full_tensor, 2, dim=0)
-        return [(h + "mlp.gate_proj.weight", gate), (h + "mlp.up_proj.weight", up)]
-    raise CheckpointError(f"unknown megatron tensor {name!r}")  # pragma: no cover - shapes catch it
-
-
-def _split_layer_name(name: str) -> tuple[int, str]:
-    m = _LAYER_RE.match(name)
-    if m is None:
-        raise CheckpointError(f"unknown megatron tensor {name!r}")
-    return int(m.group(1)), m.group(2)
-
-
-def _expected_full_shape(name: str, arch: ArchSpec) -> tuple[int, ...]:
-    m = _LAYER_RE.match(name)
-    if m is not None:
-        i, suffix = int(m.group(1)), m.group(2)
-        if not 0 <= i < arch.num_layers:
-            raise CheckpointError(
-                f"tensor {name!r}: layer index {i} out of range for {arch.num_layers} layers"
-            )
-        # Layer 0 stands for every layer; both specs' norm names are accepted.
-        for spec in SPECS:
-            shapes = _layer0_shapes(arch, spec)
-            if f"decoder.layers.0.{suffix}" in shapes:
-                return shapes[f"decoder.layers.0.{suffix}"]
-        raise CheckpointError(f"unknown megatron tensor {name!r} for {arch.model_type}")
-    shapes = _layer0_shapes(arch, "local")
-    if name in shapes:
-        return shapes[name]
-    raise CheckpointError(f"unknown megatron tensor {name!r} for {arch.model_type}")
-
-
-def _layer0_shapes(arch: ArchSpec, spec: str) -> dict[str, tuple[int, ...]]:
-    one_layer = ArchSpec.from_dict({**arch.to_dict(), "num_layers": 1})
-    return expected_megatron_shapes(one_layer, spec)
+    hf_names = [h.format(i=i) for h in rule.hf]
+    return list(zip(hf_names, rule.transform.to_hf(full_tensor, arch), strict=True))
 
 
 # --------------------------------------------------------------------------------------------
@@ -413,21 +445,16 @@ def tp_partition_dim(name: str) -> int | None:
 
     Column-parallel (``linear_qkv`` weight and bias, ``linear_fc1``) and vocab-parallel
     (embedding, output layer): 0. Row-parallel (``linear_proj``, ``linear_fc2``): 1.
-    Norms (incl. TE ``layer_norm_weight``, q/k layernorm) and row-parallel biases: ``None``.
+    Norms (incl. TE ``layer_norm_weight``, q/k layernorm), and names outside :data:`TENSORS`
+    (``*._extra_state``): ``None``. Accepts stage-local and global layer names.
     """
-    base = name.rsplit(".", 1)
-    leaf = base[-1]
-    if name in (_EMB, _OUT):
-        return 0
-    if ".linear_qkv." in name or ".linear_fc1." in name:
-        return None if leaf.startswith("layer_norm") else 0
-    if ".linear_proj." in name or ".linear_fc2." in name:
-        return 1 if leaf == "weight" else None
-    return None
+    rule, _ = _rule_of(name)
+    return None if rule is None else rule.tp_dim
 
 
-def _is_glu_fc1(name: str) -> bool:
-    return name.endswith(".linear_fc1.weight") or name.endswith(".linear_fc1.bias")
+def _stacked_halves(name: str) -> bool:
+    rule, _ = _rule_of(name)
+    return rule is not None and rule.transform.stacked_halves
 
 
 def tp_shard(name: str, full_tensor: Tensor, tp_rank: int, tp_size: int) -> Tensor:
@@ -440,12 +467,13 @@ def tp_shard(name: str, full_tensor: Tensor, tp_rank: int, tp_size: int) -> Tens
     dim = tp_partition_dim(name)
     if dim is None or tp_size == 1:
         return full_tensor
-    if full_tensor.shape[dim] % (2 * tp_size if _is_glu_fc1(name) else tp_size):
+    halves = _stacked_halves(name)
+    if full_tensor.shape[dim] % (2 * tp_size if halves else tp_size):
         raise CheckpointError(
             f"tensor {name!r}: dim {dim} of shape {tuple(full_tensor.shape)} does not split "
             f"evenly over {tp_size} tensor-parallel ranks"
         )
-    if _is_glu_fc1(name):
+    if halves:
         gate, up = torch.chunk(full_tensor, 2, dim=0)
         return torch.cat(
             [torch.chunk(gate, tp_size, dim=0)[tp_rank], torch.chunk(up, tp_size, dim=0)[tp_rank]]
@@ -460,7 +488,7 @@ def tp_gather(name: str, shards: list[Tensor]) -> Tensor:
     dim = tp_partition_dim(name)
     if dim is None or len(shards) == 1:
         return shards[0]
-    if _is_glu_fc1(name):
+    if _stacked_halves(name):
         halves = [torch.chunk(s, 2, dim=0) for s in shards]
         return torch.cat([h[0] for h in halves] + [h[1] for h in halves], dim=0)
     return torch.cat(shards, dim=dim)

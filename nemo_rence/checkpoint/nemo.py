@@ -9,8 +9,8 @@ NeMo 1 ``.nemo`` archives are tar files holding ``model_config.yaml``, tokenizer
 No model is built: the stored tensors are the "full" megatron tensors of ``checkpoint.mapping``,
 stacked on a layer axis (:func:`_stack_layers` / :func:`_unstack_layers`).
 
-This module also writes the ``context/`` files of every checkpoint (:func:`write_context`:
-NeMo-2 ``model.yaml``, our ``nemo_rence.json``, tokenizer files).
+The ``context/`` files (NeMo-2 ``model.yaml``, our ``nemo_rence.json``, tokenizer files) are
+written by ``checkpoint.context``, shared with ``checkpoint.dist``.
 
 All writers assemble the output in a temp dir next to the target and rename it into place.
 """
@@ -31,13 +31,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nemo_rence.checkpoint.dist import (
-    FORMAT_VERSION,
+from nemo_rence.arch import ArchSpec
+from nemo_rence.checkpoint.context import (
     META_FILE,
-    NEMO2_PREFIX,
-    read_full_tensors,
-    single_process_group,
+    copy_tokenizer,
+    nemo_config_fields,
+    read_yaml,
+    write_context,
+    write_yaml,
 )
+from nemo_rence.checkpoint.dist import NEMO2_PREFIX, read_full_tensors, single_process_group
 from nemo_rence.checkpoint.hf import (
     SaveSummary,
     atomic_dir,
@@ -53,9 +56,8 @@ from nemo_rence.checkpoint.mapping import (
     layer_index,
     megatron_to_hf,
 )
-from nemo_rence.policy.megatron.model import ArchSpec
 
-__all__ = ["NEMO1_PREFIX", "copy_tokenizer", "export_nemo", "import_nemo", "write_context"]
+__all__ = ["NEMO1_PREFIX", "export_nemo", "import_nemo"]
 
 NEMO1_PREFIX = "model."
 """Prefix of the tensor keys in a ``.nemo`` archive's ``model_weights/``."""
@@ -63,105 +65,6 @@ _TE_NORM_NAMES = {  # megatron local-spec name -> the TE name used in dist check
     "input_layernorm.weight": "self_attention.linear_qkv.layer_norm_weight",
     "pre_mlp_layernorm.weight": "mlp.linear_fc1.layer_norm_weight",
 }
-_NEMO2_TARGETS = {
-    "llama": ("nemo.collections.llm.gpt.model.llama.LlamaModel", "nemo.collections.llm.gpt.model.llama.LlamaConfig"),
-    "qwen2": ("nemo.collections.llm.gpt.model.qwen2.Qwen2Model", "nemo.collections.llm.gpt.model.qwen2.Qwen2Config"),
-    "qwen3": ("nemo.collections.llm.gpt.model.qwen3.Qwen3Model", "nemo.collections.llm.gpt.model.qwen3.Qwen3Config"),
-}  # fmt: skip
-
-
-# --------------------------------------------------------------------------------------------
-# Context files (NeMo-2-style model.yaml, our json, tokenizer)
-# --------------------------------------------------------------------------------------------
-
-
-def _nemo_config_fields(arch: ArchSpec) -> dict[str, Any]:
-    fields: dict[str, Any] = {
-        "num_layers": arch.num_layers,
-        "hidden_size": arch.hidden_size,
-        "ffn_hidden_size": arch.ffn_hidden_size,
-        "num_attention_heads": arch.num_attention_heads,
-        "num_query_groups": arch.num_query_groups,
-        "kv_channels": arch.head_dim,
-        "layernorm_epsilon": arch.rms_norm_eps,
-        "rotary_base": arch.rope_theta,
-        "seq_length": arch.max_position_embeddings,
-        "share_embeddings_and_output_weights": arch.tie_word_embeddings,
-        "normalization": "RMSNorm",
-        "gated_linear_unit": True,
-        "add_bias_linear": False,
-        "add_qkv_bias": arch.qkv_bias,
-        "qk_layernorm": arch.qk_layernorm,
-        "position_embedding_type": "rope",
-        "vocab_size": arch.vocab_size,
-        "make_vocab_size_divisible_by": arch.make_vocab_size_divisible_by,
-    }
-    if arch.rope_scaling is not None:
-        s = arch.rope_scaling
-        fields.update(
-            scale_factor=s.factor,
-            low_freq_factor=s.low_freq_factor,
-            high_freq_factor=s.high_freq_factor,
-            old_context_len=s.original_max_position_embeddings,
-        )
-    return fields
-
-
-def _write_yaml(path: Path, data: Mapping[str, Any]) -> None:
-    from omegaconf import OmegaConf
-
-    path.write_text(OmegaConf.to_yaml(OmegaConf.create(dict(data))))
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-
-    data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} is not a YAML mapping")
-    return {str(k): v for k, v in data.items()}
-
-
-def copy_tokenizer(src: str | os.PathLike[str] | None, dst: Path) -> None:
-    """Copy ``src``'s tokenizer and other small files (no weights, no config.json) to ``dst``."""
-    if src is None:
-        return
-    files = [
-        f
-        for f in Path(src).iterdir()
-        if f.is_file()
-        and f.suffix not in (".safetensors", ".bin", ".gguf", ".pt")
-        and f.name not in ("config.json", "model.safetensors.index.json")
-    ]
-    if files:
-        dst.mkdir(parents=True, exist_ok=True)
-        for f in files:
-            shutil.copy2(f, dst / f.name)
-
-
-def write_context(
-    ctx: Path,
-    arch: ArchSpec,
-    hf_config: Mapping[str, Any] | None,
-    tokenizer_dir: str | os.PathLike[str] | None,
-) -> None:
-    """Write a checkpoint's ``context/``: NeMo-2 ``model.yaml``, our metadata, tokenizer."""
-    ctx.mkdir(parents=True, exist_ok=True)
-    model_target, config_target = _NEMO2_TARGETS[arch.model_type]
-    _write_yaml(
-        ctx / "model.yaml",
-        {
-            "_target_": model_target,
-            "config": {"_target_": config_target, **_nemo_config_fields(arch)},
-        },
-    )
-    meta = {
-        "format": FORMAT_VERSION,
-        "arch": arch.to_dict(),
-        "hf_config": dict(hf_config) if hf_config is not None else arch.to_hf_config(),
-    }
-    (ctx / META_FILE).write_text(json.dumps(meta, indent=2))
-    copy_tokenizer(tokenizer_dir, ctx / "nemo_tokenizer")
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,10 +161,10 @@ def export_nemo(
                 (root / "model_weights").mkdir()
                 dist_checkpointing.save(sharded, str(root / "model_weights"))
                 cfg = {
-                    **_nemo_config_fields(arch),
+                    **nemo_config_fields(arch),
                     "nemo_rence": {"arch": arch.to_dict(), "hf_config": hf_config},
                 }
-                _write_yaml(root / "model_config.yaml", cfg)
+                write_yaml(root / "model_config.yaml", cfg)
                 copy_tokenizer(hf_dir, root / "tokenizer")
                 part = root / "archive.nemo"
                 with tarfile.open(part, "w") as tar:
@@ -357,12 +260,12 @@ def import_nemo(
             cfg: dict[str, Any] = (
                 {"nemo_rence": json.loads(meta.read_text())}
                 if meta.is_file()
-                else _read_yaml(src / "context" / "model.yaml")
+                else read_yaml(src / "context" / "model.yaml")
             )
             tok = src / "context" / "nemo_tokenizer"
         elif (src / "model_weights").is_dir() and (src / "model_config.yaml").is_file():
             weights, prefix = src / "model_weights", NEMO1_PREFIX
-            cfg = _read_yaml(src / "model_config.yaml")
+            cfg = read_yaml(src / "model_config.yaml")
             tok = src / "tokenizer"
         else:
             raise CheckpointError(

@@ -203,7 +203,6 @@ def _evaluate(
         results_json,
         write_outputs,
     )
-    from nemo_rence.rewards.pool import GraderConfig
     from nemo_rence.rewards.reward_fn import MathReward, RewardConfig
 
     start = time.perf_counter()
@@ -225,7 +224,7 @@ def _evaluate(
         )
         eos_ids = resolve_eos_ids(hf_dir, tokenizer)
         engine = _build_engine(resolved, source, hf_dir, tokenizer, eos_ids)
-        reward = MathReward(RewardConfig(grader=GraderConfig(num_workers=1)))
+        reward = MathReward(RewardConfig(workers=1))
         rng = random.Random(settings.seed)
         results = []
         try:

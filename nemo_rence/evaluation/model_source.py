@@ -12,7 +12,7 @@ A run checkpoint is evaluated through the package's one conversion path: its pol
 (a NeMo-2-style dist checkpoint, ``checkpoint.dist``) is converted offline to an HF directory
 with :func:`~nemo_rence.checkpoint.nemo.import_nemo`, using the run's base model's config.json
 and tokenizer files (the run's ``config.json`` says which model that is, as
-:func:`~nemo_rence.build.resolve_model_dir` resolves it for training). The run's config also
+:func:`~nemo_rence.model_sources.resolve_model_dir` resolves it for training). The run's config also
 supplies the defaults of the prompt template, chat template and length limits, so evaluation
 sees prompts exactly as training did.
 
@@ -152,7 +152,7 @@ def resolve_checkpoint(text: str, select: str | None = None) -> ModelSource:
         )
     run_dir = path.parent.parent
     cfg = _load_run_config(run_dir)
-    from nemo_rence.build import resolve_model_dir
+    from nemo_rence.model_sources import resolve_model_dir
 
     try:
         base = resolve_model_dir(cfg.model, run_dir, cfg.run.seed)
@@ -176,8 +176,9 @@ def materialize_hf_dir(source: ModelSource, work_dir: Path) -> Path:
     """An HF directory holding ``source``'s weights and tokenizer (converted for a run)."""
     if source.kind == "hf":
         return source.path
+    from nemo_rence.checkpoint.context import copy_tokenizer
     from nemo_rence.checkpoint.hf import read_hf_config
-    from nemo_rence.checkpoint.nemo import copy_tokenizer, import_nemo
+    from nemo_rence.checkpoint.nemo import import_nemo
 
     assert source.base_dir is not None
     out = work_dir / f"hf-{source.path.name}"

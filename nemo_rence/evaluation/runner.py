@@ -36,7 +36,9 @@ from nemo_rence.evaluation.metrics import (
     per_prompt_std,
     repeat_mean_std,
 )
+from nemo_rence.rewards.protocol import RewardFn
 from nemo_rence.rollout import GenerationEngine, SamplingParams
+from nemo_rence.rollout.graded import generate_and_grade
 
 __all__ = [
     "STD_CONVENTION",
@@ -86,7 +88,7 @@ def evaluate_benchmark(
     engine: GenerationEngine,
     encode: Callable[[PromptRecord], list[int]],
     decode: Callable[[Sequence[int]], str],
-    reward: Any,
+    reward: RewardFn,
     settings: EvalSettings,
     max_prompt_tokens: int,
     max_new_tokens: int,
@@ -123,11 +125,14 @@ def evaluate_benchmark(
             stop_token_ids=stop_token_ids,
             seed=rng.randrange(2**31),
         )
-        out = engine.generate(prompts[start : start + len(chunk)], params)
-        texts = [decode(t) for t in out.token_ids]
-        graded = reward.batch([chunk[i] for i in out.prompt_index], texts)
+        graded = generate_and_grade(
+            engine, chunk, prompts[start : start + len(chunk)], params, decode=decode, reward=reward
+        )
+        out = graded.rollouts
         seen = [0] * len(chunk)
-        for row, (i, text, res) in enumerate(zip(out.prompt_index, texts, graded, strict=True)):
+        for row, (i, text, res) in enumerate(
+            zip(out.prompt_index, graded.texts, graded.results, strict=True)
+        ):
             j, seen[i] = seen[i], seen[i] + 1
             if j >= k:
                 raise RuntimeError(f"the engine returned more than n={k} responses for a prompt")

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from nemo_rence.infra.trackers import Tracker
 
-__all__ = ["MetricsLogger", "StageTimer"]
+__all__ = ["MetricsLogger", "StageTimer", "format_metrics"]
 
 
 class StageTimer:
@@ -129,3 +129,8 @@ class MetricsLogger:
 
     def __exit__(self, *exc: object) -> None:
         self.close(failed=exc[0] is not None)
+
+
+def format_metrics(metrics: Mapping[str, float]) -> str:
+    """``{"eval/accuracy": 0.2}`` -> ``"accuracy 0.200"`` (sorted by key; last name component)."""
+    return ", ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in sorted(metrics.items()))

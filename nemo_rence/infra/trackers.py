@@ -19,23 +19,22 @@ names a server. Each tracker
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
-
-if TYPE_CHECKING:
-    from nemo_rence.config import TrackingConfig, TrainConfig
+from typing import Any, ClassVar, Protocol
 
 __all__ = [
     "BACKENDS",
+    "MlflowConfig",
     "MlflowTracker",
     "Tracker",
+    "TrackingConfig",
+    "WandbConfig",
     "WandbTracker",
     "check_backends",
     "open_trackers",
@@ -43,6 +42,75 @@ __all__ = [
 
 IDS_FILE = "trackers.json"
 """Run ids of the trackers, kept in the run directory so that a resumed run continues them."""
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration (the ``tracking`` section of ``TrainConfig``)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases settings (``pip install 'nemo-rence[wandb]'``)."""
+
+    project: str = "nemo-rence"
+    """W&B project."""
+    entity: str | None = None
+    """W&B entity (user or team); None: the account's default."""
+    mode: str = "offline"
+    """'offline' (files in <run_dir>/wandb, upload later with `wandb sync`) or 'online'."""
+
+    def __post_init__(self) -> None:
+        allowed = ["offline", "online"]
+        if self.mode not in allowed:
+            raise ValueError(f"tracking.wandb.mode must be one of {allowed}, got {self.mode!r}")
+
+
+@dataclass
+class MlflowConfig:
+    """MLflow settings (``pip install 'nemo-rence[mlflow]'``)."""
+
+    tracking_uri: str | None = None
+    """Tracking server or store; None: the local file store file:<run_dir>/mlruns."""
+    experiment: str = "nemo-rence"
+    """Experiment the run is filed under (created when missing)."""
+
+
+@dataclass
+class TrackingConfig:
+    """Experiment trackers besides metrics.jsonl and TensorBoard, which are always written.
+
+    Like every section, a bad value raises ``ValueError`` naming the field; ``config.build``
+    reports it as a ``ConfigError`` at start-up, before any model is built.
+    """
+
+    backends: tuple[str, ...] = ()
+    """Trackers to log to, any of 'mlflow', 'wandb' (e.g. tracking.backends=[wandb,mlflow])."""
+    run_name: str | None = None
+    """Run name shown by the trackers; None: the run directory's name."""
+    tags: tuple[str, ...] = ()
+    """Tags of the run (W&B tags; MLflow tags with an empty value)."""
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    """W&B settings, used when 'wandb' is in backends."""
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    """MLflow settings, used when 'mlflow' is in backends."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.backends, str):  # tracking.backends=wandb
+            self.backends = (self.backends,)
+        check_backends(self.backends)  # before any model is built
+
+
+class RunConfigWithTracking(Protocol):
+    """What :func:`open_trackers` reads of a run's config (``TrainConfig``): a dataclass
+    (recorded whole by the trackers) with a ``tracking`` section."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+    tracking: TrackingConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole config as plain containers."""
+        ...
 
 
 class Tracker(Protocol):
@@ -211,22 +279,25 @@ BACKENDS: dict[str, Backend] = {
 
 
 def check_backends(names: Sequence[str]) -> None:
-    """Raise ``ValueError`` naming the fix when a name is unknown or its package is missing.
+    """Raise ``ValueError`` naming the field and the fix when a name in ``tracking.backends`` is
+    unknown or its package is missing.
 
     Looks the package up without importing it (``importlib.util.find_spec``).
     """
     for name in names:
         if name not in BACKENDS:
-            raise ValueError(f"unknown tracker {name!r}; allowed: {sorted(BACKENDS)}")
+            raise ValueError(
+                f"tracking.backends: unknown tracker {name!r}; allowed: {sorted(BACKENDS)}"
+            )
         backend = BACKENDS[name]
         if importlib.util.find_spec(backend.package) is None:
             raise ValueError(
-                f"tracker {name!r} needs the {backend.package!r} package, which is not "
-                f"installed: pip install 'nemo-rence[{backend.extra}]'"
+                f"tracking.backends: tracker {name!r} needs the {backend.package!r} package, "
+                f"which is not installed: pip install 'nemo-rence[{backend.extra}]'"
             )
 
 
-def open_trackers(cfg: TrainConfig, run_dir: str | Path) -> list[Tracker]:
+def open_trackers(cfg: RunConfigWithTracking, run_dir: str | Path) -> list[Tracker]:
     """Open the trackers of ``cfg.tracking.backends``, resuming the runs named in
     ``<run_dir>/trackers.json``, and record the run ids there. No backend: no import, ``[]``."""
     names = list(dict.fromkeys(cfg.tracking.backends))
@@ -235,7 +306,7 @@ def open_trackers(cfg: TrainConfig, run_dir: str | Path) -> list[Tracker]:
     run_dir = Path(run_dir)
     ids_path = run_dir / IDS_FILE
     ids: dict[str, str] = json.loads(ids_path.read_text()) if ids_path.is_file() else {}
-    config = dataclasses.asdict(cfg)
+    config = cfg.to_dict()
     opened: list[Tracker] = []
     try:
         for name in names:

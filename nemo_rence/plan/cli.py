@@ -86,7 +86,7 @@ def arch_of_config(cfg: TrainConfig) -> Any:
 
 
 def arch_for_dict(d: dict[str, Any]) -> Any:
-    from nemo_rence.policy.megatron.model import ArchSpec
+    from nemo_rence.arch import ArchSpec
 
     return ArchSpec.from_hf_config(d)
 

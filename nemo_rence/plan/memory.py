@@ -74,8 +74,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from nemo_rence.arch import ArchSpec
 from nemo_rence.policy.megatron.logprobs import DEFAULT_CHUNK_BYTES
-from nemo_rence.policy.megatron.model import ArchSpec
 
 __all__ = [
     "CPU_FP32",

@@ -3,7 +3,7 @@
 The planner needs only a model's shape, not its weights. For a checkpoint on disk it reads
 ``config.json`` (:func:`arch_for`); for the recipe models, whose checkpoints live on the cluster,
 the public ``config.json`` values are written here and turned into an
-:class:`~nemo_rence.policy.megatron.model.ArchSpec` by ``ArchSpec.from_hf_config`` exactly like
+:class:`~nemo_rence.arch.ArchSpec` by ``ArchSpec.from_hf_config`` exactly like
 a downloaded config would be.
 
 Sources (the ``config.json`` of each model's Hugging Face repository, main branch):
@@ -40,7 +40,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nemo_rence.policy.megatron.model import ArchSpec
+from nemo_rence.arch import ArchSpec
 
 __all__ = ["HF_CONFIGS", "arch_for", "known_models", "tiny_hf_config"]
 

@@ -50,13 +50,21 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from nemo_rence.algorithm.correction import (
+    CorrectionConfig,
+    correction_weights,
+    reweight_gradient,
+)
+
 __all__ = [
+    "AlgorithmLoss",
     "LossFn",
     "Metrics",
     "MicroBatch",
     "Policy",
     "PolicyBatch",
     "algorithm_loss",
+    "metric_reduction",
 ]
 
 Metrics = dict[str, float]
@@ -188,34 +196,78 @@ class Policy(Protocol):
         ...
 
 
-def algorithm_loss(
-    name: str,
-    cfg: Any = None,
-    *,
-    kl_coef: float = 0.0,
-    progress: float = 0.0,
-    generator: torch.Generator | None = None,
-) -> LossFn:
-    """Adapt a registered ``nemo_rence.algorithm.losses`` loss to the policy's ``LossFn``.
+class AlgorithmLoss:
+    """A registered ``nemo_rence.algorithm.losses`` loss adapted to the policy's ``LossFn``, with
+    the loss's declarations (``LossSpec.outputs``) attached.
 
     The micro-batch must carry ``extras["old_logprobs"]`` [n, T] and ``extras["rewards"]`` [n]
-    (and ``extras["ref_logprobs"]`` for losses with a reference policy); the global normalisers
-    are forwarded so that micro-batch losses of whole groups sum to the mini-batch loss.
+    (and ``extras["ref_logprobs"]`` when ``needs_reference``); the global normalisers are
+    forwarded so that micro-batch losses of whole groups sum to the mini-batch loss.
 
-    Args:
-        name: registered loss name (``losses.available()`` lists them).
-        cfg: the loss's config object or a mapping of its fields; ``None``: its defaults.
-        kl_coef, progress, generator: forwarded to ``LossBatch``.
+    With a rollout ``correction`` (``algorithm.correction``) other than 'none', the micro-batch
+    must also carry ``extras["engine_logprobs"]`` [n, T] and the logprobs reach the loss through
+    ``reweight_gradient`` with the mode's weights: loss values unchanged, gradients corrected.
+
+    Attributes:
+        name: the registered loss name.
+        config: the loss's typed config.
+        correction: the rollout mismatch correction (None: none).
+        outputs: how each metric reduces over micro-batches and DP ranks, and the trust-region
+            KL key (``LossOutputs``).
+        needs_reference: whether the loss reads ``ref_logprobs``.
     """
-    from nemo_rence.algorithm import losses
 
-    spec = losses.get(name)
-    config = spec.build_config(cfg) if cfg is None or isinstance(cfg, Mapping) else cfg
+    def __init__(
+        self,
+        name: str,
+        cfg: Any = None,
+        *,
+        kl_coef: float = 0.0,
+        progress: float = 0.0,
+        generator: torch.Generator | None = None,
+        correction: CorrectionConfig | None = None,
+    ) -> None:
+        from nemo_rence.algorithm import losses
 
-    def loss_fn(logprobs: Tensor, mb: MicroBatch) -> tuple[Tensor, Mapping[str, Any]]:
-        missing = [k for k in ("old_logprobs", "rewards") if k not in mb.extras]
+        self.correction = correction if correction is not None and correction.enabled else None
+        self.name = name
+        self.spec = losses.get(name)
+        is_plain = cfg is None or isinstance(cfg, Mapping)
+        self.config = self.spec.build_config(cfg) if is_plain else cfg
+        self.outputs = self.spec.outputs(self.config)
+        self.needs_reference = self.spec.needs_reference(self.config)
+        self.kl_coef = kl_coef
+        self.progress = progress
+        self.generator = generator
+
+    @property
+    def trust_region_kl(self) -> str | None:
+        """The metric with the update's KL(pi_old || pi_theta) (the KL controller's input)."""
+        return self.outputs.trust_region_kl
+
+    def reduction(self, key: str) -> str:
+        """'sum' (a micro-batch contribution to a globally normalised total) or 'mean'."""
+        return self.outputs.reduction(key)
+
+    def __call__(self, logprobs: Tensor, mb: MicroBatch) -> tuple[Tensor, Mapping[str, Any]]:
+        from nemo_rence.algorithm import losses
+
+        needed = ["old_logprobs", "rewards"] + (["ref_logprobs"] if self.needs_reference else [])
+        needed += ["engine_logprobs"] if self.correction is not None else []
+        missing = [k for k in needed if k not in mb.extras]
         if missing:
-            raise KeyError(f"loss {name!r} needs batch extras {missing}; got {sorted(mb.extras)}")
+            raise KeyError(
+                f"loss {self.name!r} needs batch extras {missing}; got {sorted(mb.extras)}"
+            )
+        if self.correction is not None:
+            weights = correction_weights(
+                mb.extras["old_logprobs"],
+                mb.extras["engine_logprobs"],
+                mb.response_mask,
+                self.correction,
+                mb.group_ids,
+            )
+            logprobs = reweight_gradient(logprobs, weights)
         lb = losses.LossBatch(
             logprobs=logprobs,
             old_logprobs=mb.extras["old_logprobs"],
@@ -223,12 +275,42 @@ def algorithm_loss(
             rewards=mb.extras["rewards"],
             group_ids=mb.group_ids,
             ref_logprobs=mb.extras.get("ref_logprobs"),
-            kl_coef=kl_coef,
-            progress=progress,
-            generator=generator,
+            kl_coef=self.kl_coef,
+            progress=self.progress,
+            generator=self.generator,
             num_groups_global=mb.num_groups_global,
             num_tokens_global=mb.num_tokens_global,
         )
-        return spec.fn(lb, config)
+        return self.spec.fn(lb, self.config)
 
-    return loss_fn
+
+def algorithm_loss(
+    name: str,
+    cfg: Any = None,
+    *,
+    kl_coef: float = 0.0,
+    progress: float = 0.0,
+    generator: torch.Generator | None = None,
+    correction: CorrectionConfig | None = None,
+) -> AlgorithmLoss:
+    """The registered loss ``name`` as the policy's ``LossFn`` (:class:`AlgorithmLoss`).
+
+    Args:
+        name: registered loss name (``losses.available()`` lists them).
+        cfg: the loss's config object or a mapping of its fields; ``None``: its defaults.
+        kl_coef, progress, generator: forwarded to ``LossBatch``.
+        correction: rollout mismatch correction applied to every loss (None or mode 'none': off).
+    """
+    return AlgorithmLoss(
+        name, cfg, kl_coef=kl_coef, progress=progress, generator=generator, correction=correction
+    )
+
+
+def metric_reduction(loss_fn: LossFn, key: str) -> str:
+    """How ``train_step`` reduces ``loss_fn``'s metric ``key`` over micro-batches and DP ranks:
+    the loss's declaration (``loss_fn.reduction``, e.g. :class:`AlgorithmLoss`) when it has one,
+    else 'mean'. ``policy/loss`` (the loss itself) is always summed."""
+    if key == "policy/loss":
+        return "sum"
+    reduction = getattr(loss_fn, "reduction", None)
+    return str(reduction(key)) if callable(reduction) else "mean"

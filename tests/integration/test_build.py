@@ -18,14 +18,14 @@ from nemo_rence.policy.megatron.parallel import teardown
 
 def main():
     cfg = compose(["model=tiny", "rollout.engine=hf", "data.max_prompt_tokens=512"])
-    built = build_components(cfg, Path(tempfile.mkdtemp()))
-    policy, engine = built.parts.policy, built.parts.engine
+    parts = build_components(cfg, Path(tempfile.mkdtemp()))
+    policy, engine = parts.policy, parts.engine
     storages = {p.untyped_storage().data_ptr() for p in policy.model.parameters()}
     rows = {
         name: p.untyped_storage().data_ptr() in storages
         for name, p in engine.model.named_parameters()
     }
-    built.reward.close()
+    parts.close()
     teardown()
     print("RESULT " + json.dumps(rows))
 

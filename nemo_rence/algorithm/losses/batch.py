@@ -29,7 +29,33 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
-__all__ = ["GroupLayout", "LossBatch", "group_standardized_advantages", "masked_token_mean"]
+__all__ = [
+    "LOG_RATIO_CLAMP",
+    "SEQ_LOG_RATIO_CLAMP",
+    "GroupLayout",
+    "LossBatch",
+    "group_standardized_advantages",
+    "masked_token_mean",
+    "safe_exp",
+]
+
+LOG_RATIO_CLAMP = 20.0
+"""Token log-ratios are clamped to [-20, 20] before ``exp`` (verl's ``ppo_loss`` does the same).
+A ratio e^20 ~ 4.9e8 is already meaningless for every clipped or gated loss (the clip binds at
+1 +- 0.28 at most), so no loss value a paper defines changes where it is finite; beyond it the
+unclamped fp32 ``exp`` gives inf (from a log-ratio of ~88.7) and ``0 * inf = NaN`` gradients even
+for clipped tokens (prime-rl #2972)."""
+
+SEQ_LOG_RATIO_CLAMP = 10.0
+"""GSPO's length-normalised sequence log-ratio is clamped at 10 (verl's GSPO loss): e^10 ~ 2.2e4
+against GSPO's clip range of 1 +- 4e-4."""
+
+
+def safe_exp(log_ratio: Tensor, bound: float = LOG_RATIO_CLAMP) -> Tensor:
+    """``exp(clamp(log_ratio, -bound, bound))``: a ratio that can neither overflow nor give NaN
+    gradients. Outside the bound the gradient is 0 (the clamp's), which is what the clip of every
+    clipped loss gives there anyway."""
+    return log_ratio.clamp(-bound, bound).exp()
 
 
 def as_compute_dtype(x: Tensor) -> Tensor:

@@ -14,17 +14,18 @@ import torch
 from torch import Tensor
 
 from nemo_rence.algorithm.kl import available_estimators, get_estimator
-from nemo_rence.algorithm.losses.batch import LossBatch, masked_token_mean
+from nemo_rence.algorithm.losses.batch import LossBatch, masked_token_mean, safe_exp
 from nemo_rence.algorithm.losses.contrastive import Partition, masked_logsumexp, partition
-from nemo_rence.algorithm.losses.registry import Metrics, register
+from nemo_rence.algorithm.losses.registry import LossOutputs, Metrics, register
 
 __all__ = ["DiscoConfig", "disco_loss"]
 
 # Scoring functions s_theta(o, q) -> [N]: 'log_l' = (1/|o|) sum_t log pi_theta (log-likelihood),
-# 'l_ratio' = (1/|o|) sum_t pi_theta / pi_old (likelihood ratio, no clipping).
+# 'l_ratio' = (1/|o|) sum_t pi_theta / pi_old (likelihood ratio, no clipping; each token ratio is
+# exp(clamp(log rho, -20, 20)), batch.safe_exp, so that fp32 cannot overflow).
 SCORES: dict[str, Callable[[LossBatch], Tensor]] = {
     "log_l": lambda b: b.masked_logprobs.sum(-1) / b.lengths,
-    "l_ratio": lambda b: masked_token_mean(b.log_ratio.exp(), b.token_mask, b.lengths),
+    "l_ratio": lambda b: masked_token_mean(safe_exp(b.log_ratio), b.token_mask, b.lengths),
 }
 
 
@@ -90,12 +91,16 @@ class DiscoConfig:
     config=DiscoConfig,
     paper="Li et al. 2025, DisCO: Discriminative Constrained Optimization (arXiv 2505.12366)",
     equation="ConSPO paper eq. (8) without its sqrt(p(1-p)) weight (DisCO-b); log-sum-exp variant",
+    outputs=lambda cfg: LossOutputs(
+        frozenset({"loss/total", "loss/disco", f"kl/{cfg.kl_estimator}"}),
+        trust_region_kl=f"kl/{cfg.kl_estimator}",
+    ),
 )
 def disco_loss(batch: LossBatch, cfg: DiscoConfig) -> tuple[Tensor, Metrics]:
     """DisCO: increase positive scores, decrease negative ones, inside a KL trust region.
 
         s(o)   = (1/|o|) sum_t log pi_theta(o_t)        ('log_l')
-               | (1/|o|) sum_t pi_theta(o_t)/pi_old(o_t) ('l_ratio')
+               | (1/|o|) sum_t pi_theta(o_t)/pi_old(o_t) ('l_ratio', log-ratio clamped to +-20)
         J(q)   = (1/|P|) sum_{o in P} s(o) - tau log((1/|N|) sum_{o' in N} e^{s(o')/tau})   ('lse')
                | (1/|P|) sum_{o in P} s(o) - (1/|N|) sum_{o' in N} s(o')                      ('basic')
         KL(q)  = mean over the group's rollouts of the token-mean k1 of KL(pi_old || pi_theta)

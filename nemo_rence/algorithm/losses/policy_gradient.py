@@ -3,7 +3,10 @@ GMPO, SAPO), plus DAPO's overlong reward shaping.
 
 Shapes (legend in ``batch.py``): per-token [N, T], per-rollout [N], per-group [G].
 Token ratio rho_t = pi_theta(y_t) / pi_old(y_t) = exp(log_ratio); advantages are per rollout and
-carry no gradient. Padding tokens have log_ratio 0 and are excluded by the aggregations below.
+carry no gradient. Overflow: every ratio here is ``exp(clamp(log_ratio, -20, 20))`` (GSPO's
+sequence log-ratio: ``min(., 10)``), as verl does, see ``batch.LOG_RATIO_CLAMP``; the papers' values
+are unchanged wherever the clip binds or the ratio is below e^20, and a token with an fp32
+log-ratio of 99 leaves every loss and gradient finite. Padding tokens have log_ratio 0 and are excluded by the aggregations below.
 
 Aggregations (each a sum over groups or tokens divided by a global normaliser, so micro-batches
 of whole groups add up exactly; see ``batch.py``):
@@ -23,11 +26,14 @@ from torch import Tensor
 
 from nemo_rence.algorithm.kl import k3
 from nemo_rence.algorithm.losses.batch import (
+    LOG_RATIO_CLAMP,
+    SEQ_LOG_RATIO_CLAMP,
     LossBatch,
     group_standardized_advantages,
     masked_token_mean,
+    safe_exp,
 )
-from nemo_rence.algorithm.losses.registry import Metrics, register
+from nemo_rence.algorithm.losses.registry import LossOutputs, Metrics, register
 
 __all__ = [
     "CispoConfig",
@@ -124,14 +130,19 @@ class GrpoConfig:
     config=GrpoConfig,
     paper="Shao et al. 2024 (DeepSeekMath), as written in the ConSPO paper",
     equation="ConSPO paper eqs. (1), (3), (4)",
+    # kl/ref_k3 is KL(pi_theta || pi_ref): a penalty to the reference, not a trust region
+    outputs=lambda cfg: LossOutputs(
+        frozenset({"loss/total", "loss/grpo"} | ({"kl/ref_k3"} if cfg.kl_beta > 0 else set()))
+    ),
+    needs_reference=lambda cfg: cfg.kl_beta > 0,
 )
 def grpo_loss(batch: LossBatch, cfg: GrpoConfig) -> tuple[Tensor, Metrics]:
     """GRPO clipped surrogate with group-standardised advantages (ConSPO paper eqs. 1, 3, 4).
 
         A_i     = (r_i - mean_q r) / (std_q r + adv_eps)     population std      (eq. 1)
-        rho_i,t = pi_theta(o_i,t) / pi_old(o_i,t)
+        rho_i,t = pi_theta(o_i,t) / pi_old(o_i,t) = exp(clamp(log rho, -20, 20))
         f       = min(rho A, clip(rho, 1 - eps, 1 + eps) A)                      (eq. 4)
-        l_i,t   = -f + kl_beta * k3_t,  k3_t = e^{lp_ref - lp} - (lp_ref - lp) - 1
+        l_i,t   = -f + kl_beta * k3_t,  k3_t = e^{d} - d - 1, d = min(lp_ref - lp, 20) (kl.k3)
         loss    = (1/#prompts) sum_q (1/G) sum_i (1/|o_i|) sum_t l_i,t            (eq. 3)
 
     Args:
@@ -139,17 +150,20 @@ def grpo_loss(batch: LossBatch, cfg: GrpoConfig) -> tuple[Tensor, Metrics]:
             ref_logprobs [N, T] when kl_beta > 0.
         cfg: GrpoConfig.
     Returns:
-        (0-dim loss, metrics: loss/total, loss/grpo, kl/k3 (if kl_beta > 0), clip/frac, ...).
+        (0-dim loss, metrics: loss/total, loss/grpo, kl/ref_k3 (KL(pi_theta || pi_ref) by k3, if
+        kl_beta > 0), clip/frac, ...).
     """
     adv = group_standardized_advantages(batch.compute_rewards, batch.layout, eps=cfg.adv_eps)
-    surrogate, active = _clipped_surrogate(batch.log_ratio.exp(), adv[:, None], cfg.eps, cfg.eps)
+    surrogate, active = _clipped_surrogate(
+        safe_exp(batch.log_ratio), adv[:, None], cfg.eps, cfg.eps
+    )
     pg = _seq_mean(batch, -surrogate)
     total = pg
     metrics = _pg_metrics("grpo", pg, pg, _local_token_frac(batch, active), adv)
     if cfg.kl_beta > 0:
         kl = _seq_mean(batch, k3(batch.masked_logprobs, batch.reference_logprobs()))
         total = pg + cfg.kl_beta * kl
-        metrics["kl/k3"] = kl.detach()
+        metrics["kl/ref_k3"] = kl.detach()
         metrics["loss/total"] = total.detach()
     return total, metrics
 
@@ -231,6 +245,7 @@ def dapo_loss(batch: LossBatch, cfg: DapoConfig) -> tuple[Tensor, Metrics]:
     """DAPO: decoupled clip and token-level policy-gradient loss (Yu et al. 2025, eq. 8).
 
         A_i   = (R_i - mean_q R) / (std_q R + adv_eps),  R = r (+ overlong penalty, eq. 13)
+        rho   = exp(clamp(log rho, -20, 20))
         l_i,t = -min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A)
         loss  = (1 / sum_i |o_i|) sum_i sum_t l_i,t     (all tokens of the mini-batch)
 
@@ -248,7 +263,7 @@ def dapo_loss(batch: LossBatch, cfg: DapoConfig) -> tuple[Tensor, Metrics]:
         penalty = overlong_penalty(batch.lengths, cfg.overlong_max_len, cfg.overlong_cache_len)
         rewards = rewards + penalty.to(rewards.dtype)
     adv = group_standardized_advantages(rewards, batch.layout, eps=cfg.adv_eps)
-    ratio = batch.log_ratio.exp()
+    ratio = safe_exp(batch.log_ratio)
     surrogate, active = _clipped_surrogate(ratio, adv[:, None], cfg.eps_low, cfg.eps_high)
     loss = _token_mean(batch, -surrogate)
     return loss, _pg_metrics("dapo", loss, loss, _local_token_frac(batch, active), adv)
@@ -286,6 +301,7 @@ def dr_grpo_loss(batch: LossBatch, cfg: DrGrpoConfig) -> tuple[Tensor, Metrics]:
     """Dr. GRPO ("GRPO done right", Liu et al. 2025, Sec. 3.2): ConSPO eqs. (1), (3) minus two biases.
 
         A_i   = r_i - mean_q r                          (no std normalisation)
+        rho   = exp(clamp(log rho, -20, 20))
         l_i,t = -min(rho A, clip(rho, 1 - eps, 1 + eps) A)
         loss  = (1/#prompts) sum_q (1/G) sum_i (1/L) sum_t l_i,t     (no 1/|o_i|; L constant)
 
@@ -299,7 +315,9 @@ def dr_grpo_loss(batch: LossBatch, cfg: DrGrpoConfig) -> tuple[Tensor, Metrics]:
         (0-dim loss, metrics: loss/total, loss/dr_grpo, clip/frac, pg/adv_abs_mean).
     """
     adv = group_standardized_advantages(batch.compute_rewards, batch.layout, scale=False)
-    surrogate, active = _clipped_surrogate(batch.log_ratio.exp(), adv[:, None], cfg.eps, cfg.eps)
+    surrogate, active = _clipped_surrogate(
+        safe_exp(batch.log_ratio), adv[:, None], cfg.eps, cfg.eps
+    )
     per_seq = (-surrogate * batch.token_mask).sum(-1) / float(cfg.norm_len)
     loss = _group_mean(batch, per_seq)
     return loss, _pg_metrics("dr_grpo", loss, loss, _local_token_frac(batch, active), adv)
@@ -339,6 +357,7 @@ def gspo_loss(batch: LossBatch, cfg: GspoConfig) -> tuple[Tensor, Metrics]:
     """GSPO: sequence-level, length-normalised importance ratio with sequence clipping.
 
         s_i  = (pi_theta(o_i) / pi_old(o_i))^{1/|o_i|} = exp((1/|o_i|) sum_t log rho_i,t)  (eq. 7)
+               computed as exp(min((1/|o_i|) sum_t log rho_i,t, 10)) (verl's clamp)
         A_i  = (r_i - mean_q r) / (std_q r + adv_eps)                                       (eq. 6)
         loss = -(1/#prompts) sum_q (1/G) sum_i min(s_i A_i, clip(s_i, 1-eps_low, 1+eps_high) A_i)
                                                                                             (eq. 5)
@@ -349,7 +368,8 @@ def gspo_loss(batch: LossBatch, cfg: GspoConfig) -> tuple[Tensor, Metrics]:
         (0-dim loss, metrics: loss/total, loss/gspo, clip/frac (fraction of sequences), ...).
     """
     adv = group_standardized_advantages(batch.compute_rewards, batch.layout, eps=cfg.adv_eps)
-    seq_ratio = (batch.log_ratio.sum(-1) / batch.lengths).exp()
+    seq_log_ratio = batch.log_ratio.sum(-1) / batch.lengths
+    seq_ratio = seq_log_ratio.clamp(max=SEQ_LOG_RATIO_CLAMP).exp()
     surrogate, active = _clipped_surrogate(seq_ratio, adv, cfg.eps_low, cfg.eps_high)
     loss = _group_mean(batch, -surrogate)
     frac = active.to(seq_ratio.dtype).mean().detach()
@@ -393,6 +413,7 @@ def cispo_loss(batch: LossBatch, cfg: CispoConfig) -> tuple[Tensor, Metrics]:
     """CISPO: clipped IS weight (stop-gradient) times the token log-prob, token-level mean.
 
         w_i,t = sg(clip(rho_i,t, 1 - eps_low, 1 + eps_high))                       (eq. 5)
+        rho   = exp(clamp(log rho, -20, 20))
         loss  = -(1 / sum_i |o_i|) sum_i sum_t w_i,t A_i log pi_theta(o_i,t)        (eq. 4)
 
     with group-standardised A_i (GRPO eq. 1). Every token keeps a gradient (none is dropped by
@@ -406,7 +427,7 @@ def cispo_loss(batch: LossBatch, cfg: CispoConfig) -> tuple[Tensor, Metrics]:
         (0-dim loss, metrics: loss/total, loss/cispo, clip/frac (weights truncated), ...).
     """
     adv = group_standardized_advantages(batch.compute_rewards, batch.layout, eps=cfg.adv_eps)
-    ratio = batch.log_ratio.detach().exp()
+    ratio = safe_exp(batch.log_ratio.detach())
     low = 1.0 - cfg.eps_low if cfg.eps_low is not None else 0.0
     weight = ratio.clamp(low, 1.0 + cfg.eps_high)
     loss = _token_mean(batch, -(weight * adv[:, None]) * batch.masked_logprobs)
@@ -447,7 +468,7 @@ class GmpoConfig:
 def gmpo_loss(batch: LossBatch, cfg: GmpoConfig) -> tuple[Tensor, Metrics]:
     """GMPO: geometric mean of token ratios, clipped per token in log space by the sign of A.
 
-        d_i,t  = log rho_i,t;  c_i,t = clip(d_i,t, -eps_low, eps_high)
+        d_i,t  = clamp(log rho_i,t, -20, 20);  c_i,t = clip(d_i,t, -eps_low, eps_high)
         d'_i,t = sgn(A_i) * min(sgn(A_i) d_i,t, sgn(A_i) c_i,t)     (one-sided PPO trust region)
         J      = (1/#prompts) sum_q (1/G) sum_i A_i * exp((1/|o_i|) sum_t d'_i,t)
         loss   = -J
@@ -463,11 +484,11 @@ def gmpo_loss(batch: LossBatch, cfg: GmpoConfig) -> tuple[Tensor, Metrics]:
         (0-dim loss, metrics: loss/total, loss/gmpo, clip/frac, pg/adv_abs_mean).
     """
     adv = group_standardized_advantages(batch.compute_rewards, batch.layout, eps=cfg.adv_eps)
-    d = batch.log_ratio
+    d = batch.log_ratio.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     sgn = torch.sign(adv)[:, None]
     c = d.clamp(-cfg.eps_low, cfg.eps_high)
     d_min = sgn * torch.minimum(sgn * d, sgn * c)
-    seq_ratio = ((d_min * batch.token_mask).sum(-1) / batch.lengths).exp()
+    seq_ratio = ((d_min * batch.token_mask).sum(-1) / batch.lengths).exp()  # |.| <= 20
     loss = _group_mean(batch, -adv * seq_ratio)
     active = ((sgn > 0) & (d > cfg.eps_high)) | ((sgn < 0) & (d < -cfg.eps_low))
     return loss, _pg_metrics("gmpo", loss, loss, _local_token_frac(batch, active), adv)
@@ -510,6 +531,7 @@ def sapo_loss(batch: LossBatch, cfg: SapoConfig) -> tuple[Tensor, Metrics]:
     """SAPO: a smooth temperature-controlled gate instead of eq. (4)'s hard clip (ConSPO numbering).
 
         tau_i   = tau_pos if A_i > 0 else tau_neg
+        rho     = exp(clamp(log rho, -20, 20))
         f_i,t   = (4 / tau_i) * sigmoid(tau_i (rho_i,t - 1))
         loss    = -(1/#prompts) sum_q (1/G) sum_i (1/|o_i|) sum_t f_i,t A_i
 
@@ -527,7 +549,7 @@ def sapo_loss(batch: LossBatch, cfg: SapoConfig) -> tuple[Tensor, Metrics]:
     tau = torch.where(
         adv > 0, torch.full_like(adv, cfg.tau_pos), torch.full_like(adv, cfg.tau_neg)
     )[:, None]
-    ratio = batch.log_ratio.exp()
+    ratio = safe_exp(batch.log_ratio)
     gate = torch.sigmoid(tau * (ratio - 1.0))
     loss = _seq_mean(batch, -(4.0 / tau) * gate * adv[:, None])
     with torch.no_grad():

@@ -22,7 +22,7 @@ from nemo_rence.algorithm.losses.contrastive import (
     random_pair_loss,
     softmax_loss,
 )
-from nemo_rence.algorithm.losses.registry import Metrics, register
+from nemo_rence.algorithm.losses.registry import LossOutputs, Metrics, register
 
 __all__ = ["RenceConfig", "SemiOnlineDPOConfig", "rence_loss", "semi_online_dpo_loss"]
 
@@ -140,6 +140,10 @@ def trust_region_kl(batch: LossBatch, estimator: str) -> Tensor:
     config=RenceConfig,
     paper="Zhang & Stratos, ReNCE: Learning to Reason by Noise Contrastive Estimation",
     equation="eqs. (1), (2), (5); ablations Tables 2, 4",
+    outputs=lambda cfg: LossOutputs(
+        frozenset({"loss/total", "loss/rence", f"kl/{cfg.kl_estimator}"}),
+        trust_region_kl=f"kl/{cfg.kl_estimator}",
+    ),
 )
 def rence_loss(batch: LossBatch, cfg: RenceConfig) -> tuple[Tensor, Metrics]:
     """ReNCE multi-label NCE loss with reward-scaled margin and trust-region KL (eqs. 1, 2, 5).
@@ -213,6 +217,8 @@ class SemiOnlineDPOConfig:
     config=SemiOnlineDPOConfig,
     paper="Lanchantin et al. 2025, Bridging Offline and Online RL for LLMs (arXiv 2506.21495)",
     equation="DPO loss (Rafailov et al. 2023, eq. 7) averaged over all pos-neg pairs (Group-DPO)",
+    outputs=lambda cfg: LossOutputs(frozenset({"loss/total", "loss/dpo"})),
+    needs_reference=lambda cfg: True,  # pi_ref synchronised every s updates (reference.sync_every)
 )
 def semi_online_dpo_loss(batch: LossBatch, cfg: SemiOnlineDPOConfig) -> tuple[Tensor, Metrics]:
     """Group-DPO against a reference synchronised every s updates (semi-online DPO).
@@ -223,8 +229,9 @@ def semi_online_dpo_loss(batch: LossBatch, cfg: SemiOnlineDPOConfig) -> tuple[Te
 
     i.e. the DPO loss (Rafailov et al. 2023, eq. 7) averaged over every positive-negative pair of
     the group, as the ReNCE paper's baseline (Sec. 4.1) and its Table 4 "all-pairs". The trainer
-    keeps pi_ref and synchronises it every s updates; when s equals n_update the reference is
-    pi_old, so with ``ref_logprobs=None`` this loss uses ``old_logprobs`` as the reference.
+    keeps pi_ref (``policy.reference``) and synchronises it every s = ``reference.sync_every``
+    optimizer steps (the loss declares that it needs one); when s equals n_update the reference
+    is pi_old, so called directly with ``ref_logprobs=None`` this loss uses ``old_logprobs``.
     Positives are the highest-reward rollouts (as in ReNCE); degenerate groups give 0.
 
     Args:

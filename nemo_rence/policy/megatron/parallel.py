@@ -22,7 +22,14 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-__all__ = ["ParallelInfo", "init_parallel", "parallel_info", "set_model_parallel", "teardown"]
+__all__ = [
+    "ParallelInfo",
+    "init_parallel",
+    "parallel_info",
+    "seed_all",
+    "set_model_parallel",
+    "teardown",
+]
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,6 @@ def set_model_parallel(tp: int = 1, pp: int = 1, *, seed: int = 1234) -> Paralle
     TP rank for dropout, like Megatron-LM).
     """
     from megatron.core import parallel_state as ps
-    from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
 
     world = dist.get_world_size()
     if tp < 1 or pp < 1 or world % (tp * pp):
@@ -90,9 +96,16 @@ def set_model_parallel(tp: int = 1, pp: int = 1, *, seed: int = 1234) -> Paralle
     if ps.model_parallel_is_initialized():
         ps.destroy_model_parallel()
     ps.initialize_model_parallel(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp)
+    seed_all(seed)
+    return parallel_info()
+
+
+def seed_all(seed: int) -> None:
+    """``torch.manual_seed(seed)`` and megatron's model-parallel RNG tracker (needs the groups)."""
+    from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
+
     torch.manual_seed(seed)
     model_parallel_cuda_manual_seed(seed)
-    return parallel_info()
 
 
 def init_parallel(

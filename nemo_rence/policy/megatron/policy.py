@@ -53,9 +53,16 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from nemo_rence.policy.interface import LossFn, Metrics, MicroBatch, PolicyBatch
+from nemo_rence.arch import ArchSpec
+from nemo_rence.policy.interface import (
+    LossFn,
+    Metrics,
+    MicroBatch,
+    PolicyBatch,
+    metric_reduction,
+)
 from nemo_rence.policy.megatron.logprobs import layout_logprobs
-from nemo_rence.policy.megatron.model import ArchSpec, build_gpt_model, resolve_spec
+from nemo_rence.policy.megatron.model import build_gpt_model, resolve_spec
 from nemo_rence.policy.megatron.optimizer import (
     OptimizerSettings,
     PolicyOptimizer,
@@ -64,7 +71,12 @@ from nemo_rence.policy.megatron.optimizer import (
 )
 from nemo_rence.policy.megatron.packing import LAYOUTS, Layout, choose_layout
 
-__all__ = ["MegatronPolicy", "MegatronPolicyConfig", "plan_group_micro_batches"]
+__all__ = [
+    "MegatronPolicy",
+    "MegatronPolicyConfig",
+    "NonFiniteTrainingError",
+    "plan_group_micro_batches",
+]
 
 
 @dataclass(frozen=True)
@@ -99,10 +111,10 @@ class MegatronPolicyConfig:
     responses (the prompt runs once per group), ``'rollout'`` one row per rollout, ``'auto'`` the
     cheaper one per micro-batch by ``packing.layout_cost``. ``'shared_prefix'`` needs the local
     layer spec; ``'auto'`` means ``'rollout'`` with TE (its attention here takes causal masks)."""
-    summed_metric_prefixes: tuple[str, ...] = ("loss/", "kl/k1", "kl/k2", "kl/k3")
-    """``loss_fn`` metrics with these name prefixes are micro-batch contributions to a globally
-    normalised total (``algorithm.losses`` convention) and are summed over micro-batches and DP
-    ranks; all other metrics are averaged."""
+    max_skipped_steps: int = 3
+    """A train step whose loss or gradient is not finite is skipped (no optimizer update) and
+    counted (``train/skipped_steps``); this many in a row stop the run with
+    :class:`NonFiniteTrainingError`."""
 
     def __post_init__(self) -> None:
         if self.micro_batch_size < 1:
@@ -113,6 +125,12 @@ class MegatronPolicyConfig:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {list(LAYOUTS)}, got {self.layout!r}")
+        if self.max_skipped_steps < 1:
+            raise ValueError(f"max_skipped_steps must be >= 1, got {self.max_skipped_steps}")
+
+
+class NonFiniteTrainingError(FloatingPointError):
+    """``max_skipped_steps`` train steps in a row had a non-finite loss or gradient."""
 
 
 def plan_group_micro_batches(group_ids: Tensor, micro_batch_size: int) -> list[Tensor]:
@@ -302,6 +320,8 @@ class MegatronPolicy:
         self._device = (
             torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
         )
+        self.skipped_in_a_row = 0
+        """Consecutive train steps skipped for a non-finite loss or gradient."""
 
     # ------------------------------------------------------------------------------------------
     # Forward step (shared by scoring and training)
@@ -424,10 +444,15 @@ class MegatronPolicy:
             DP ranks); ``policy/grad_norm`` (pre-clip global norm); ``policy/num_micro_batches``;
             ``policy/tokens`` (global); ``policy/shared_prefix`` (share of this rank's
             micro-batches in the shared-prefix layout) and ``policy/forward_tokens`` (the B x S
-            tokens its model ran, padding included); every metric of ``loss_fn``, summed over micro-batches and
-            DP ranks when its name starts with one of ``cfg.summed_metric_prefixes`` (terms that
-            are globally normalised, so that they add up to the mini-batch value, like
-            ``loss/rence`` or ``kl/k3``), else averaged (``kl/coef``, ``rence/pos_prob``).
+            tokens its model ran, padding included); ``train/skipped_steps`` (1.0 when this step
+            was skipped); every metric of ``loss_fn``, summed over micro-batches and DP ranks
+            when the loss declares it so (``interface.metric_reduction``: globally normalised
+            terms that add up to the mini-batch value, like ``loss/rence`` or ``kl/k3``), else
+            averaged (``kl/coef``, ``rence/pos_prob``).
+
+        Non-finite loss or gradient: the step is skipped (no parameter or optimizer-state
+        change), ``train/skipped_steps`` is 1.0, and after ``cfg.max_skipped_steps`` skipped
+        steps in a row :class:`NonFiniteTrainingError` is raised. Never a silent NaN in weights.
         """
         if batch.size == 0:
             raise ValueError("train_step needs at least one group on every data-parallel rank")
@@ -461,12 +486,12 @@ class MegatronPolicy:
         )  # finalize_model_grads: DP + tied-embedding sync
         if lr is not None:
             self.optimizer.set_lr(lr)
-        grad_norm = self.optimizer.step()
+        grad_norm, skipped = self._step_if_finite(out)
 
         metrics: dict[str, float] | None = None
         if self._is_last_stage:
             keys = sorted(out[0])
-            summed = torch.tensor([self._is_summed_metric(k) for k in keys])
+            summed = torch.tensor([metric_reduction(loss_fn, k) == "sum" for k in keys])
             local = torch.tensor([sum(o[k] for o in out) for k in keys], dtype=torch.float64)
             local = torch.where(summed, local, local / len(out))
             if self._dp_size > 1:
@@ -483,12 +508,42 @@ class MegatronPolicy:
                 "policy/tokens": float(num_tokens),
                 "policy/shared_prefix": sum(m.layout.shared for m in micros) / len(micros),
                 "policy/forward_tokens": float(sum(math.prod(m.layout.shape) for m in micros)),
+                "train/skipped_steps": float(skipped),
             }
         )
         return metrics
 
-    def _is_summed_metric(self, key: str) -> bool:
-        return key == "policy/loss" or key.startswith(self.cfg.summed_metric_prefixes)
+    def _step_if_finite(self, out: list[dict[str, Any]]) -> tuple[float, bool]:
+        """The optimizer step unless the loss (last stage, agreed over every rank) or the global
+        gradient norm (the optimizer refuses a non-finite one) is not finite; (grad norm, skipped)."""
+        finite = torch.tensor(
+            [1.0 if all(math.isfinite(o["policy/loss"]) for o in out) else 0.0]
+            if self._is_last_stage
+            else [1.0],
+            device=self._device,
+        )
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        grad_norm = math.nan
+        skipped = not bool(finite.item())
+        if not skipped:
+            try:
+                grad_norm = self.optimizer.step()
+            except FloatingPointError:  # non-finite gradient norm: nothing was applied
+                skipped = True
+        if skipped:
+            self.optimizer.zero_grad()
+            self.skipped_in_a_row += 1
+            if self.skipped_in_a_row >= self.cfg.max_skipped_steps:
+                raise NonFiniteTrainingError(
+                    f"{self.skipped_in_a_row} train steps in a row had a non-finite loss or "
+                    f"gradient (optim.max_skipped_steps={self.cfg.max_skipped_steps}); the "
+                    "weights are those of the last finite step. Check the loss inputs "
+                    "(old/engine logprobs, rewards) or lower the learning rate"
+                )
+        else:
+            self.skipped_in_a_row = 0
+        return grad_norm, skipped
 
     def grad_norm(self) -> float:
         """Global L2 norm of the currently accumulated gradients (each parameter counted once)."""

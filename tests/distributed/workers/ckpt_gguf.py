@@ -19,9 +19,10 @@ NEW_TOKENS = 16
 
 
 def main(out_dir: str) -> None:
+    from nemo_rence.arch import ArchSpec
     from nemo_rence.checkpoint.gguf import default_gguf_path, load_gguf, write_hf_dir
     from nemo_rence.checkpoint.hf import load_hf_into_model, read_hf_config
-    from nemo_rence.policy.megatron.model import ArchSpec, build_gpt_model
+    from nemo_rence.policy.megatron.model import build_gpt_model
 
     setup_megatron(1, 1)
     ref_model, tokenizer = load_gguf(default_gguf_path())

@@ -19,8 +19,9 @@ from tests.distributed.workers.ckpt_common import (
 
 
 def main(families: list[str]) -> None:
+    from nemo_rence.arch import ArchSpec
     from nemo_rence.checkpoint.hf import load_hf_into_model, model_to_hf_tensors
-    from nemo_rence.policy.megatron.model import ArchSpec, build_gpt_model
+    from nemo_rence.policy.megatron.model import build_gpt_model
 
     setup_megatron(1, 1)
     for family in families:

@@ -61,10 +61,11 @@ def _check(model, hf, arch, what: str) -> None:
 def main(family: str, tp: int, pp: int, save_dir: str, load_dirs: list[str]) -> None:
     from megatron.core import parallel_state
 
+    from nemo_rence.arch import ArchSpec
     from nemo_rence.checkpoint.dist import load_checkpoint, save_checkpoint
     from nemo_rence.checkpoint.hf import load_hf_into_model
     from nemo_rence.checkpoint.mapping import CheckpointError
-    from nemo_rence.policy.megatron.model import ArchSpec, build_gpt_model
+    from nemo_rence.policy.megatron.model import build_gpt_model
 
     setup_megatron(tp, pp)
     hf = tiny_hf_model(family)

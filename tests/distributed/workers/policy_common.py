@@ -11,8 +11,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from nemo_rence.arch import ArchSpec
 from nemo_rence.policy.interface import MicroBatch, PolicyBatch, algorithm_loss
-from nemo_rence.policy.megatron.model import ArchSpec
 from nemo_rence.policy.megatron.optimizer import OptimizerSettings
 from nemo_rence.policy.megatron.policy import MegatronPolicyConfig
 
@@ -102,6 +102,13 @@ def loss_fn(logprobs: Tensor, mb: MicroBatch):
     a, ma = _RENCE(logprobs, mb)
     b, mbm = _DAPO(logprobs, mb)
     return a + b, {**ma, **mbm}
+
+
+def _reduction(key: str) -> str:  # the two losses' declarations (LossSpec.outputs)
+    return "sum" if "sum" in (_RENCE.reduction(key), _DAPO.reduction(key)) else "mean"
+
+
+loss_fn.reduction = _reduction  # type: ignore[attr-defined]
 
 
 def assert_close_dicts(

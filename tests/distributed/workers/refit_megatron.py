@@ -30,9 +30,9 @@ def shared_bytes(engine_model: torch.nn.Module, policy_model: torch.nn.Module) -
 def main(tp: int, share: bool) -> None:
     from transformers import AutoModelForCausalLM
 
+    from nemo_rence.arch import ArchSpec
     from nemo_rence.batching import groups_to_policy_batch, rollouts_to_groups
     from nemo_rence.policy.interface import algorithm_loss
-    from nemo_rence.policy.megatron.model import ArchSpec
     from nemo_rence.policy.megatron.optimizer import OptimizerSettings
     from nemo_rence.policy.megatron.parallel import init_parallel, teardown
     from nemo_rence.policy.megatron.policy import MegatronPolicy, MegatronPolicyConfig

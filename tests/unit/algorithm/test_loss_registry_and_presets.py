@@ -17,8 +17,21 @@ from nemo_rence.algorithm.filter import FilterConfig
 from nemo_rence.algorithm.losses.conspo import ConspoConfig
 from nemo_rence.algorithm.losses.rence import RenceConfig
 
-PRESET_DIR = Path(__file__).resolve().parents[3] / "conf" / "algorithm"
+CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+PRESET_DIR = CONF_DIR / "algorithm"
 PRESETS = sorted(PRESET_DIR.glob("*.yaml"))
+
+
+def _composed(config_name: str) -> dict:
+    """A preset as Hydra composes it (its defaults list applied), e.g. ``algorithm/rence_no_kl``."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        cfg = OmegaConf.to_container(compose(config_name=config_name), resolve=True)
+    assert isinstance(cfg, dict)
+    return cfg
+
+
 EXPECTED_LOSSES = {
     "rence",
     "semi_online_dpo",
@@ -131,9 +144,8 @@ def test_a_preset_exists_for_every_loss_and_every_paper_ablation():
 
 @pytest.mark.parametrize("path", PRESETS, ids=[p.stem for p in PRESETS])
 def test_preset_builds_typed_loss_config_filter_and_kl_controller(path):
-    cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    assert isinstance(cfg, dict)
-    assert set(cfg) <= {"loss", "kl", "filter", "rollout", "optim"}
+    cfg = _composed(f"algorithm/{path.stem}")
+    assert set(cfg) <= {"loss", "kl", "filter", "rollout", "optim", "reference", "reward"}
     loss_fields = dict(cfg["loss"])
     spec = losses.get(loss_fields.pop("name"))
     built = spec.build_config(loss_fields)
@@ -153,12 +165,15 @@ def test_preset_builds_typed_loss_config_filter_and_kl_controller(path):
     assert optim["lr"] > 0 and optim["n_update"] >= 1
     if "kl" in cfg:
         fields = dict(cfg["kl"])
-        kl.build_controller(fields.pop("controller"), **fields)
+        name = fields.pop("controller")
+        if name == "fixed":  # an ablation keeps rence's adaptive-only fields; fixed takes init
+            fields = {"init": fields["init"]}
+        kl.build_controller(name, **fields)
 
 
 def test_rence_presets_carry_the_paper_values():
     def load(name):
-        return OmegaConf.to_container(OmegaConf.load(PRESET_DIR / f"{name}.yaml"))
+        return _composed(f"algorithm/{name}")
 
     main = load("rence")
     assert main["loss"] == {
@@ -197,6 +212,37 @@ def test_rence_presets_carry_the_paper_values():
     assert load("rence_constant_margin")["loss"]["margin"] == "constant"
     assert load("rence_no_margin")["loss"]["margin"] == "none"
     assert load("rence_no_kl")["loss"]["use_kl"] is False
+    assert load("rence_no_kl")["kl"]["controller"] == "fixed"
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=[p.stem for p in PRESETS])
+def test_a_preset_states_only_what_it_changes_from_its_parents(path):
+    # A preset with a defaults list (rence_no_margin: [rence, _self_]) must not restate a value
+    # its parents already give: one line per change, nothing copied.
+    own = OmegaConf.to_container(OmegaConf.load(path))
+    assert isinstance(own, dict)
+    parents = [p for p in own.pop("defaults", []) if p != "_self_"]
+    inherited: dict = {}
+    for parent in parents:
+        name = parent[1:] if parent.startswith("/") else f"algorithm/{parent}"
+        inherited.update(_leaves(_composed(name)))
+    restated = {k: v for k, v in _leaves(own).items() if k in inherited and inherited[k] == v}
+    assert not restated, f"{path.name} restates its parents' values: {restated}"
+
+
+def test_every_ablation_of_rence_starts_from_rence():
+    for path in PRESET_DIR.glob("rence_*.yaml"):
+        assert OmegaConf.load(path)["defaults"] == ["rence", "_self_"], path.name
 
 
 # ---- CLI ------------------------------------------------------------------------------------------

@@ -95,7 +95,7 @@ def test_our_overrides_give_exactly_p_times_k_rollouts_per_iteration():
     assert (cfg.filter.batch_size, cfg.rollout.group_size) == (4, 6)
     assert (cfg.rollout.prompts_per_draw or cfg.filter.batch_size) == 4
     assert cfg.rollout.max_new_tokens == 16
-    assert cfg.policy.precision == "fp32" and cfg.loss["name"] == "rence"
+    assert cfg.policy.precision == "fp32" and cfg.loss.name == "rence"
     assert cfg.optim.lr == 1e-6  # the same --lr as the TRL side
     assert cfg.rollout.temperature == 1.0  # the same --temperature as the TRL side
 

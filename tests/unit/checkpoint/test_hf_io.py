@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from nemo_rence.arch import ArchSpec
 from nemo_rence.checkpoint.hf import (
     SAFE_INDEX,
     SafetensorsDir,
@@ -15,7 +16,6 @@ from nemo_rence.checkpoint.hf import (
     save_hf_dir,
 )
 from nemo_rence.checkpoint.mapping import CheckpointError, hf_to_megatron, megatron_to_hf
-from nemo_rence.policy.megatron.model import ArchSpec
 from tests.distributed.workers.ckpt_common import tiny_hf_model, tokens
 
 

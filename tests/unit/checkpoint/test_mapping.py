@@ -7,9 +7,10 @@ import dataclasses
 import pytest
 import torch
 
+from nemo_rence.arch import ArchSpec
 from nemo_rence.checkpoint import mapping as M
 from nemo_rence.checkpoint.mapping import CheckpointError
-from nemo_rence.policy.megatron.model import ArchSpec, resolve_spec
+from nemo_rence.policy.megatron.model import resolve_spec
 from tests.distributed.workers.ckpt_common import FAMILIES, tiny_hf_config, tiny_hf_model
 
 ALL_FAMILIES = sorted(FAMILIES)
@@ -87,6 +88,41 @@ def test_tp_shard_then_gather_returns_every_full_tensor(hf_models, family, tp):
         if dim is not None and tp > 1:
             assert shards[0].shape[dim] == t.shape[dim] // tp
         assert torch.equal(M.tp_gather(name, shards), t), name
+
+
+def test_tp_partition_dim_leaves_names_outside_the_table_replicated():
+    # Transformer Engine's per-module fp8 state is not a weight: never TP-gathered.
+    assert M.tp_partition_dim("decoder.layers.0.self_attention.linear_qkv._extra_state") is None
+    assert M.tp_partition_dim("decoder.layers.0.mlp.linear_fc1._extra_state") is None
+
+
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_every_rule_shape_matches_its_transform_and_round_trips(hf_models, family):
+    # Each table row, alone: random HF tensors of the row's shapes -> the megatron tensor has the
+    # row's megatron shape -> back to the same HF tensors.
+    arch = ArchSpec.from_hf_config(hf_models[family].config)
+    g = torch.Generator().manual_seed(0)
+    rows = [r for r in M.TENSORS if r.applies(arch)]
+    assert len(rows) >= 9
+    for rule in rows:
+        hf = [torch.randn(shape, generator=g) for shape in rule.hf_shape_values(arch)]
+        full = rule.transform.to_megatron(hf, arch)
+        assert tuple(full.shape) == rule.megatron_shape(arch), rule.megatron
+        back = rule.transform.to_hf(full, arch)
+        assert len(back) == len(hf) and all(
+            torch.equal(a, b) for a, b in zip(back, hf, strict=True)
+        )
+
+
+def test_megatron_to_hf_builds_no_arch_per_tensor(hf_models, monkeypatch):
+    # Refit converts every tensor of every update: the table is looked up, not rebuilt.
+    arch = ArchSpec.from_hf_config(hf_models["qwen2"].config)
+    full = M.hf_to_megatron(hf_models["qwen2"].state_dict(), arch)
+    built = []
+    monkeypatch.setattr(ArchSpec, "__post_init__", lambda self: built.append(self))
+    for name, t in full.items():
+        M.megatron_to_hf(name, t, arch)
+    assert built == []
 
 
 def test_tp_shard_rejects_a_dim_that_does_not_split_evenly():

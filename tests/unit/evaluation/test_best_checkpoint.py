@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -24,8 +23,9 @@ class _Policy:
 
 
 class _Trainer:
-    def __init__(self) -> None:
+    def __init__(self, policy: _Policy) -> None:
         self.iteration = 0
+        self.policy = policy
 
     def state_dict(self) -> dict:
         return {"iteration": self.iteration}
@@ -33,27 +33,24 @@ class _Trainer:
 
 def _setup(tmp_path: Path, keep: int = 1):
     policy = _Policy()
-    built = SimpleNamespace(
-        parts=SimpleNamespace(policy=policy), sampler=SimpleNamespace(state_dict=dict)
-    )
-    return CheckpointManager(tmp_path / "checkpoints", keep=keep), _Trainer(), built, policy
+    return CheckpointManager(tmp_path / "checkpoints", keep=keep), _Trainer(policy), policy
 
 
 def _on_disk(ckpt: CheckpointManager) -> list[str]:
     return sorted(p.name for p in ckpt.root.glob("iter-*"))
 
 
-def _train_and_eval(ckpt, trainer, built, accuracies: dict[int, float]) -> None:
+def _train_and_eval(ckpt, trainer, accuracies: dict[int, float]) -> None:
     """Iterations 1..N: save every iteration, then evaluate (as train.py does)."""
     for it in sorted(accuracies):
         trainer.iteration = it
-        ckpt.update_best(trainer, built, {BEST_METRIC: accuracies[it]})
-        ckpt.save(trainer, built)
+        ckpt.update_best(trainer, {BEST_METRIC: accuracies[it]})
+        ckpt.save(trainer)
 
 
 def test_best_is_the_highest_accuracy_and_a_tie_keeps_the_earlier_checkpoint(tmp_path):
-    ckpt, trainer, built, _ = _setup(tmp_path, keep=1)
-    _train_and_eval(ckpt, trainer, built, {1: 0.25, 2: 0.5, 3: 0.5, 4: 0.25})
+    ckpt, trainer, _ = _setup(tmp_path, keep=1)
+    _train_and_eval(ckpt, trainer, {1: 0.25, 2: 0.5, 3: 0.5, 4: 0.25})
     best = ckpt.best()
     assert best is not None
     assert (best.checkpoint, best.iteration, best.value) == ("iter-000002", 2, 0.5)
@@ -61,22 +58,22 @@ def test_best_is_the_highest_accuracy_and_a_tie_keeps_the_earlier_checkpoint(tmp
 
 
 def test_rotation_never_deletes_the_best_checkpoint_and_drops_a_superseded_best(tmp_path):
-    ckpt, trainer, built, _ = _setup(tmp_path, keep=1)
-    _train_and_eval(ckpt, trainer, built, {1: 0.5, 2: 0.1, 3: 0.2})
+    ckpt, trainer, _ = _setup(tmp_path, keep=1)
+    _train_and_eval(ckpt, trainer, {1: 0.5, 2: 0.1, 3: 0.2})
     assert _on_disk(ckpt) == ["iter-000001", "iter-000003"]  # best + the newest `keep`
-    _train_and_eval(ckpt, trainer, built, {4: 0.9, 5: 0.1})
+    _train_and_eval(ckpt, trainer, {4: 0.9, 5: 0.1})
     assert ckpt.best().checkpoint == "iter-000004"
     assert _on_disk(ckpt) == ["iter-000004", "iter-000005"]  # iter-1 is no longer protected
     assert ckpt.latest().name == "iter-000005"
 
 
 def test_a_new_best_without_a_checkpoint_is_saved_once(tmp_path):
-    ckpt, trainer, built, policy = _setup(tmp_path, keep=2)
+    ckpt, trainer, policy = _setup(tmp_path, keep=2)
     trainer.iteration = 3
-    assert ckpt.update_best(trainer, built, {BEST_METRIC: 0.4})
+    assert ckpt.update_best(trainer, {BEST_METRIC: 0.4})
     assert (ckpt.root / "iter-000003" / "trainer.pt").is_file()
     assert ckpt.best().checkpoint == "iter-000003"
-    ckpt.save(trainer, built)  # the loop's save_every save at the same iteration
+    ckpt.save(trainer)  # the loop's save_every save at the same iteration
     assert policy.saves == 1
 
 
@@ -86,9 +83,9 @@ def test_a_new_best_without_a_checkpoint_is_saved_once(tmp_path):
     ids=["before-training", "no-metric", "nan"],
 )
 def test_evaluations_that_are_not_candidates_leave_best_unset(tmp_path, iteration, metrics):
-    ckpt, trainer, built, policy = _setup(tmp_path)
+    ckpt, trainer, policy = _setup(tmp_path)
     trainer.iteration = iteration
-    assert not ckpt.update_best(trainer, built, metrics)
+    assert not ckpt.update_best(trainer, metrics)
     assert ckpt.best() is None and policy.saves == 0
 
 
@@ -97,10 +94,10 @@ def _write_history(run_dir: Path, rows: list[dict]) -> None:
 
 
 def test_select_best_rebuilds_the_choice_from_the_history_of_checkpoints_on_disk(tmp_path):
-    ckpt, trainer, built, _ = _setup(tmp_path, keep=10)
+    ckpt, trainer, _ = _setup(tmp_path, keep=10)
     for it in (2, 4, 6):
         trainer.iteration = it
-        ckpt.save(trainer, built)
+        ckpt.save(trainer)
     _write_history(
         tmp_path,
         [
@@ -123,11 +120,11 @@ def test_select_best_rebuilds_the_choice_from_the_history_of_checkpoints_on_disk
 
 
 def test_select_best_prefers_the_pointer_and_fails_clearly_without_any_evaluation(tmp_path):
-    ckpt, trainer, built, _ = _setup(tmp_path, keep=10)
+    ckpt, trainer, _ = _setup(tmp_path, keep=10)
     with pytest.raises(FileNotFoundError, match="no best checkpoint"):
         select_best(tmp_path)
     trainer.iteration = 1
-    ckpt.update_best(trainer, built, {BEST_METRIC: 0.1})
+    ckpt.update_best(trainer, {BEST_METRIC: 0.1})
     _write_history(tmp_path, [{"iteration": 1, BEST_METRIC: 0.7}])
     best = select_best(tmp_path)
     assert (best.checkpoint, best.value, best.source) == ("iter-000001", 0.1, "pointer")
@@ -136,20 +133,20 @@ def test_select_best_prefers_the_pointer_and_fails_clearly_without_any_evaluatio
 
 def test_a_forced_save_rewrites_the_iteration_and_a_plain_one_does_not(tmp_path):
     """An interrupted batch search changes the loop state without a new iteration: force."""
-    ckpt, trainer, built, policy = _setup(tmp_path, keep=2)
+    ckpt, trainer, policy = _setup(tmp_path, keep=2)
     trainer.iteration = 3
-    path = ckpt.save(trainer, built)
+    path = ckpt.save(trainer)
     trainer.state_dict = lambda: {"iteration": 3, "search": "kept groups"}  # type: ignore
-    assert ckpt.save(trainer, built) == path and policy.saves == 1
-    assert ckpt.save(trainer, built, force=True) == path and policy.saves == 2
+    assert ckpt.save(trainer) == path and policy.saves == 1
+    assert ckpt.save(trainer, force=True) == path and policy.saves == 2
     assert torch.load(path / "trainer.pt")["trainer"]["search"] == "kept groups"
     assert sorted(p.name for p in ckpt.root.iterdir()) == ["iter-000003", "latest"]
 
 
 def test_latest_recovers_a_rewrite_killed_between_its_two_renames(tmp_path):
-    ckpt, trainer, built, _ = _setup(tmp_path)
+    ckpt, trainer, _ = _setup(tmp_path)
     trainer.iteration = 1
-    path = ckpt.save(trainer, built)
+    path = ckpt.save(trainer)
     path.rename(ckpt.root / ".old-iter-000001")  # the first rename done, the second not
     assert ckpt.latest() == path and (path / "trainer.pt").is_file()
     path.rename(ckpt.root / "elsewhere")

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from nemo_rence.config import ConfigError, TrackingConfig, TrainConfig, compose
+from nemo_rence.config import ConfigError, TrainConfig, compose
 from nemo_rence.infra.metrics import MetricsLogger
-from nemo_rence.infra.trackers import IDS_FILE, open_trackers
+from nemo_rence.infra.trackers import IDS_FILE, TrackingConfig, open_trackers
 
 
 def _cfg(*backends: str, **tracking) -> TrainConfig:

@@ -112,7 +112,7 @@ def test_conspo_recipes_carry_the_conspo_papers_settings() -> None:
     }
     for name, r in conspo.items():
         cfg = compose([f"+recipes={name}"])
-        assert cfg.loss["name"] == "conspo" and cfg.loss["tau"] == 10.0
+        assert cfg.loss.name == "conspo" and cfg.loss.params.tau == 10.0
         assert (cfg.filter.batch_size, cfg.rollout.group_size, cfg.optim.lr) == (256, 8, 2e-6)
         assert cfg.data.max_prompt_tokens == 1024 and cfg.rollout.temperature == 1.0
         assert cfg.data.template == "conspo"
@@ -123,7 +123,7 @@ def test_conspo_recipes_carry_the_conspo_papers_settings() -> None:
 
 def test_a_recipe_swaps_its_algorithm_from_the_command_line() -> None:
     cfg = compose(["+recipes=conspo-r1-distill-qwen-1.5b-1n8g", "algorithm=rence"])
-    assert cfg.loss["name"] == "rence"
+    assert cfg.loss.name == "rence"
     assert cfg.rollout.max_new_tokens == 8192  # the recipe's setting stays
 
 

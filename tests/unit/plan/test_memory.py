@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 
+from nemo_rence.arch import ArchSpec
 from nemo_rence.plan.memory import (
     CPU_FP32,
     GIB,
@@ -21,7 +22,6 @@ from nemo_rence.plan.memory import (
     total_params,
 )
 from nemo_rence.plan.models import HF_CONFIGS, arch_for, known_models
-from nemo_rence.policy.megatron.model import ArchSpec
 
 PAPER = Workload(seq_len=8192, micro_batch_rows=8, micro_batches_per_step=32, group_size=8)
 

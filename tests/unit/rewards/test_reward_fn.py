@@ -7,14 +7,13 @@ import threading
 import pytest
 
 from nemo_rence.data.records import PromptRecord
-from nemo_rence.rewards.pool import GraderConfig
 from nemo_rence.rewards.protocol import RewardFn
 from nemo_rence.rewards.reward_fn import MathReward, RewardConfig
 
 
 def test_math_reward_grades_records_single_and_batched():
     record = PromptRecord(id="p0", problem="What is 1/2 + 1/4?", answer=r"\frac{3}{4}", source="t")
-    cfg = RewardConfig(grader=GraderConfig(num_workers=1, mode="binary"))
+    cfg = RewardConfig(workers=1, mode="binary")
     with MathReward(cfg) as reward_fn:
         assert isinstance(reward_fn, RewardFn)
         assert reward_fn(record, r"... so $\boxed{0.75}$").reward == 1.0
@@ -40,9 +39,29 @@ def test_pool_called_from_threads_grades_correctly(pool):
     assert results == {i: [1.0, 0.1] for i in range(3)}
 
 
-def test_reward_config_rejects_a_wrong_grader_type():
-    with pytest.raises(TypeError, match="grader"):
-        RewardConfig(grader={"mode": "paper"})  # type: ignore[arg-type]
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("mode", "ternary"),
+        ("workers", 0),
+        ("timeout_s", 0.0),
+        ("timeout_s", float("nan")),
+        ("answer_form", "word"),
+        ("max_chars", 0),
+    ],
+)
+def test_reward_config_names_the_field_and_the_allowed_values(field, value):
+    with pytest.raises(ValueError, match=rf"reward\.{field} must be"):
+        RewardConfig(**{field: value})
+
+
+def test_reward_config_answer_form_overrides_the_records_form():
+    record = PromptRecord(
+        "p", "Compute 5 + 3.", "8", "synthetic", metadata={"answer_form": "number"}
+    )
+    assert RewardConfig().form_of(record) == "number"
+    assert RewardConfig(answer_form="any").form_of(record) == "any"
+    assert RewardConfig().grader().num_workers == 1 and RewardConfig().grader().mode == "paper"
 
 
 @pytest.mark.parametrize(
@@ -61,7 +80,7 @@ def test_a_record_asking_for_a_number_rejects_an_unevaluated_expression(
     boxed, form, reward, method
 ):
     record = PromptRecord("p", "Compute 5 + 3.", "8", "synthetic", metadata={"answer_form": form})
-    with MathReward(RewardConfig(grader=GraderConfig(num_workers=1))) as reward_fn:
+    with MathReward(RewardConfig(workers=1)) as reward_fn:
         (result,) = reward_fn.batch([record], [rf"so \boxed{{{boxed}}}"])
     assert result.reward == reward and result.boxed
     assert result.correct == (reward == 1.0)
@@ -77,16 +96,14 @@ def test_an_unknown_answer_form_is_an_error_naming_the_allowed_ones():
 
 
 def test_free_text_extract_grades_unboxed_answers_only_when_configured():
-    from nemo_rence.config import ConfigError
-
     record = PromptRecord(id="g0", problem="How many?", answer="1000", source="gsm8k")
     responses = ["so the answer is 1,000.", "#### 999", r"\boxed{1000}", "no number"]
-    cfg = RewardConfig(grader=GraderConfig(num_workers=1, mode="binary"), extract="free_text")
+    cfg = RewardConfig(workers=1, mode="binary", extract="free_text")
     with MathReward(cfg) as reward_fn:
         results = reward_fn.batch([record] * 4, responses)
     assert [r.reward for r in results] == [1.0, 0.0, 1.0, 0.0]
     assert [r.boxed for r in results] == [False, False, True, False]
-    with MathReward(RewardConfig(grader=GraderConfig(num_workers=1, mode="binary"))) as boxed:
+    with MathReward(RewardConfig(workers=1, mode="binary")) as boxed:
         assert boxed(record, responses[0]).reward == 0.0  # the paper's reward reads boxes only
-    with pytest.raises(ConfigError, match=r"reward\.extract"):
+    with pytest.raises(ValueError, match=r"reward\.extract"):
         RewardConfig(extract="last_number")

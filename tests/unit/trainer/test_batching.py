@@ -35,8 +35,8 @@ def _groups():
 
 def test_rollouts_are_regrouped_by_prompt_with_their_rewards():
     a, b = _groups()
-    assert (a.prompt_id, a.rewards, a.rollouts["token_ids"]) == ("a", [1.0, 0.1], [[7, 8, 9], [7]])
-    assert (b.prompt_id, b.rewards, b.rollouts["version"]) == ("b", [0.0, 1.0], 3)
+    assert (a.prompt_id, a.rewards, a.rollouts.token_ids) == ("a", [1.0, 0.1], [[7, 8, 9], [7]])
+    assert (b.prompt_id, b.rewards, b.rollouts.version) == ("b", [0.0, 1.0], 3)
 
 
 def test_policy_batch_follows_the_padding_contract():

@@ -10,8 +10,12 @@ from nemo_rence.config import CONF_DIR, ConfigError, build, compose
 
 def test_default_composition_is_rence_with_the_paper_thresholds_at_cpu_scale():
     cfg = compose([])
-    assert cfg.loss["name"] == "rence"
-    assert (cfg.loss["beta"], cfg.loss["alpha"], cfg.loss["margin"]) == (0.1, 0.5, "reward_scaled")
+    assert cfg.loss.name == "rence"
+    assert (cfg.loss.params.beta, cfg.loss.params.alpha, cfg.loss.params.margin) == (
+        0.1,
+        0.5,
+        "reward_scaled",
+    )
     assert (cfg.kl.controller, cfg.kl.init, cfg.kl.target, cfg.kl.horizon) == (
         "adaptive",
         0.001,
@@ -43,14 +47,14 @@ def test_paper_scale_restores_the_papers_batch_and_lengths():
 @pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF_DIR / "algorithm").glob("*.yaml")))
 def test_every_algorithm_preset_composes_and_validates(preset):
     cfg = compose([f"algorithm={preset}", "scale=paper"])
-    assert cfg.loss["name"] in losses.available()
+    assert cfg.loss.name in losses.available()
 
 
 def test_swapping_one_group_swaps_the_method():
     grpo = compose(["algorithm=grpo", "scale=paper"])
-    assert grpo.loss["name"] == "grpo" and not grpo.filter.enabled and grpo.optim.n_update == 4
+    assert grpo.loss.name == "grpo" and not grpo.filter.enabled and grpo.optim.n_update == 4
     no_kl = compose(["algorithm=rence_no_kl"])
-    assert no_kl.loss["use_kl"] is False
+    assert no_kl.loss.params.use_kl is False
 
 
 @pytest.mark.parametrize(
