@@ -549,7 +549,7 @@ def _is_answer(text: str) -> bool:
     )
 
 
-_SENTENCE = re.compile(r"[A-Za-z]{3,}\s+[A-Za-z]{2,}")
+_SENTENCE = re.compile(r"[^\W\d_]{3,}\s+[^\W\d_]{2,}")
 
 
 def _delimited(text: str) -> bool:
@@ -561,11 +561,11 @@ def _delimited(text: str) -> bool:
 
 
 def _answer_like(text: str) -> bool:
-    """Whether math-verify may read a text as one answer: it is boxed, or one line without math
-    delimiters that is not a sentence (two words in a row)."""
+    """Whether math-verify may read a text as one answer: it ends in a complete box, or it is
+    one line without math delimiters that is not a sentence (two words in a row, any script)."""
     inner = strip_math_wrappers(text)
     if _has_box(inner):
-        return True
+        return _is_answer(inner)  # a complete box with no number or math after it
     return (
         len(inner) <= MAX_SYMPY_CHARS
         and not any(t in inner for t in ("$", "\n", "\\(", "\\["))
@@ -595,6 +595,7 @@ def equivalence(
     precision: int = 6,
     strict: bool = True,
     allow_set_relation_comp: bool = False,
+    texts: bool = True,
 ) -> tuple[bool, str]:
     """Whether the text ``pred`` states the same answer as the text ``gold``, and how decided.
 
@@ -619,6 +620,9 @@ def equivalence(
             (math-verify's ``float_rounding``).
         strict: math-verify's ``strict`` (variables must match by name).
         allow_set_relation_comp: math-verify's option letting a gold interval equal a relation.
+        texts: whether ``pred`` and ``gold`` may be whole texts. :func:`score` passes False:
+            its inputs are a box's content and a gold answer, never read as texts (so an answer
+            longer than ``MAX_FAST_CHARS`` stays an exact-string comparison).
 
     Returns:
         ``(equal, method)``; see :class:`RewardResult` for the method names.
@@ -651,9 +655,12 @@ def equivalence(
         tried = True
         if mv_equal(p_safe, g_safe, "answer"):
             return True, "sympy"
-    texts = not (bare_p and bare_g) or _delimited(pred) or _delimited(gold)
+    # Whole texts only where one is: a sentence, several lines, math in delimiters. A one-line
+    # answer with a word in it ("97 \\text{ apples}+1") is an answer: math-verify's text reader
+    # would take its first number.
+    as_texts = texts and (not answers or _delimited(pred) or _delimited(gold))
     if (
-        texts
+        as_texts
         and sympy_safe(_unbold(pred), MAX_TEXT_CHARS)
         and sympy_safe(_unbold(gold), MAX_TEXT_CHARS)
     ):
@@ -763,7 +770,9 @@ def score(
                 elapsed_s=time.perf_counter() - start,
             )
         gold_text = gold_answer(gold)
-        grade = functools.partial(equivalence, use_sympy=use_sympy, sympy_timeout_s=sympy_timeout_s)
+        grade = functools.partial(
+            equivalence, use_sympy=use_sympy, sympy_timeout_s=sympy_timeout_s, texts=False
+        )
         correct, method = grade(extracted, gold_text)
         if not correct and boxed and _is_list_answer(gold_text):
             run = extract_last_boxes(text)

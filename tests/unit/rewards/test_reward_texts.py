@@ -145,3 +145,10 @@ def test_number_form_accepts_a_decimal_comma_but_not_an_expression_or_a_run_of_b
     assert enforce_answer_form(score(r"\boxed{1 + 0.5}", "1.5"), "number").reward == 0.1
     joined = score(r"\boxed{3}, \boxed{4}", "3, 4")
     assert joined.correct and enforce_answer_form(joined, "number").method == "not_a_number"
+
+
+def test_a_one_line_answer_with_a_word_is_not_read_as_its_first_number():
+    # math-verify's text reader takes the first number of "97 \text{ apples}+1"
+    assert not is_equivalent(r"97 \text{ apples}+1", "97")
+    assert is_equivalent(r"97 \text{ apples}", "97")
+    assert score(r"so \boxed{97 \text{ apples}+1}", "97").reward == 0.1
