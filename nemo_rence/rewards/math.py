@@ -14,15 +14,20 @@ Public API::
     >>> is_equivalent(r"\\left(1, \\frac{1}{2}\\right)", "(1,0.5)")
     True
 
-How equivalence is decided (:func:`equivalence`), cheapest first:
+How equivalence is decided (:func:`equivalence`; docs/grader.md has the rules, the agreement
+with math-verify on the public suites and the documented exceptions), cheapest first:
 
-1. exact string, then normalised string (:mod:`nemo_rence.rewards.normalize`);
-2. multiple-choice letters; numbers (integers, fractions, decimals, percentages) as exact
-   fractions; comma lists, tuples, intervals and sets of numbers element by element. These are
-   *decisive*: two numbers that differ are wrong without asking sympy;
-3. otherwise math-verify (``parse`` + ``verify``), only for inputs that pass :func:`sympy_safe`
-   (bounded length, nesting and exponents), because sympy can hang or exhaust memory on
-   ``10^{10^{10^{10}}}`` and cannot be interrupted from inside a C-level big-integer power.
+1. the answer each side states (:func:`answer_text`: its last box or run of boxes, else the text
+   without math delimiters); a gold naming a multiple-choice letter is compared letter to letter;
+2. exact string, then normalised string (:mod:`nemo_rence.rewards.normalize`); numbers
+   (integers, thousands separators, a decimal comma against a number, fractions, decimals,
+   percentages) as exact fractions; numeric tuples, intervals and sets element by element.
+   "Equal" is final; "not equal" is final only for two bare answers (:func:`_is_answer`,
+   :func:`_plain`), so a wrong number costs microseconds;
+3. otherwise math-verify (``parse`` + ``verify``) on the two answers and, for texts, on the two
+   texts, only for inputs that pass :func:`sympy_safe` (bounded length, nesting and exponents),
+   because sympy can hang or exhaust memory on ``10^{10^{10^{10}}}`` and cannot be interrupted
+   from inside a C-level big-integer power.
 
 This module runs in-process (one call at a time, no hard time limit beyond math-verify's own
 signal timeouts, which only work in the main thread). The trainer uses
