@@ -1,8 +1,8 @@
 """Grader throughput and latency: 1,024 realistic responses through GraderPool on 2 workers.
 
 The batch is 128 prompts x K=8 rollouts, mixing what a trainer sees: correct answers in many
-spellings (integers, fractions vs decimals, ``\\dfrac``, units, intervals, sets, symbolic forms
-that need math-verify), boxed wrong answers, unboxed answers, and hostile responses (1 MB texts,
+spellings (integers, fractions vs decimals, decimal commas, ``\\dfrac``, units, currency,
+intervals, sets, two boxes for a list, symbolic forms that need math-verify), boxed wrong answers, unboxed answers, and hostile responses (1 MB texts,
 10,000 nested braces, power towers, ``\\frac`` bombs, invalid UTF-8). Each response carries a few
 KB of reasoning text before its final answer, like a real rollout.
 
@@ -65,9 +65,13 @@ def _correct_forms(rng: random.Random) -> tuple[str, str]:
         (rf"x^2+{b}x", rf"{b}x+x^2"),
         (rf"(x+{b})^2", rf"x^2+{2 * b}x+{b * b}"),
         (rf"\frac{{\sqrt{{3}}}}{{{b}}}", rf"\frac{{\sqrt3}}{{{b}}}"),
+        (f"{a},{b:02d}", f"{a}.{b:02d}"),  # a decimal comma
+        (rf"{a} \text{{ apples}}", str(a)),  # a unit in words
+        (rf"\${a}", str(a)),  # currency
+        (rf"{a}}}, \boxed{{{b}", f"{a}, {b}"),  # two boxes for a list gold
     ]
     # Weighted like real rollouts: most final answers are plain numbers.
-    weights = [30, 2, 8, 4, 6, 3, 2, 2, 3, 3, 3, 3, 2, 2, 2, 2]
+    weights = [30, 2, 8, 4, 6, 3, 2, 2, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 1, 1]
     return rng.choices(choices, weights=weights)[0]
 
 

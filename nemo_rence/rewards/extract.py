@@ -25,6 +25,8 @@ Example::
 
 from __future__ import annotations
 
+import re
+
 _MARKERS = ("\\boxed", "\\fbox")
 
 
@@ -119,3 +121,115 @@ def extract_boxed(text: str) -> str | None:
         return None
     content = strip_math_wrappers(content)
     return content or None
+
+
+_CONNECTOR_COMMAND = re.compile(r"\\[A-Za-z]+")
+_WORD = re.compile(r"[^\W\d_]+")
+MAX_CONNECTOR_WORDS = 4
+"""Boxes separated by at most this many words (and no blank line) state one answer together."""
+
+
+def _is_connector(gap: str) -> bool:
+    """Whether the text between two boxes only joins them (", ", "and", ``\\quad \\text{or}``,
+    "papers and"): at most ``MAX_CONNECTOR_WORDS`` words outside LaTeX commands, no blank line,
+    under 80 characters."""
+    if "\n\n" in gap or len(gap) > 80:
+        return False
+    return len(_WORD.findall(_CONNECTOR_COMMAND.sub(" ", gap))) <= MAX_CONNECTOR_WORDS
+
+
+def text_after_last_box(text: str) -> str | None:
+    """The text after the last complete box of ``text`` (None when it has no complete box)."""
+    start, end = _last_marker(text)
+    if start < 0:
+        return None
+    i = end
+    while i < len(text) and text[i] in " \t":
+        i += 1
+    if i >= len(text) or text[i] != "{":
+        return None
+    close = _match_group(text, i)
+    return None if close < 0 else text[close + 1 :]
+
+
+def extract_last_boxes(text: str, limit: int = 64) -> list[str]:
+    """Contents of the last run of boxes in ``text``, in order, repeats dropped.
+
+    A run is boxes separated only by connectors (``\\boxed{1}, \\boxed{2}``, ``\\boxed{(2, 2)}
+    \\quad \\text{and} \\quad \\boxed{(6, 2)}``; see :func:`_is_connector`). A box after a sentence of prose starts a new run, so
+    an intermediate result boxed earlier never joins the final answer. At most ``limit`` boxes
+    are read; linear in the length of ``text``.
+    """
+    runs: list[list[str]] = []
+    i = 0
+    n = len(text)
+    last_end = -1
+    count = 0
+    while count < limit:
+        pos, mlen = -1, 0
+        for marker in _MARKERS:
+            j = text.find(marker, i)
+            while j >= 0 and j + len(marker) < n and text[j + len(marker)].isalpha():
+                j = text.find(marker, j + 1)
+            if j >= 0 and (pos < 0 or j < pos):
+                pos, mlen = j, len(marker)
+        if pos < 0:
+            break
+        k = pos + mlen
+        while k < n and text[k] in " \t":
+            k += 1
+        if k >= n or text[k] != "{":
+            i = k
+            continue
+        close = _match_group(text, k)
+        if close < 0:
+            break
+        count += 1
+        content = strip_math_wrappers(text[k + 1 : close])
+        if content:
+            if not runs or last_end < 0 or not _is_connector(text[last_end:pos]):
+                runs.append([])
+            if content not in runs[-1]:
+                runs[-1].append(content)
+            last_end = close + 1
+        i = close + 1
+    return runs[-1] if runs else []
+
+
+_ANSWER_ANCHOR = r"(?:final\s+answer|answer)\s*(?:is|:|=|：)\s*[:：]?\s*"
+_ANSWER_IS_MATH = re.compile(_ANSWER_ANCHOR + r"(\$[^$\n]{1,200}\$|\\\([^\n]{1,200}?\\\))", re.I)
+_ANSWER_IS = re.compile(_ANSWER_ANCHOR + r"([^\n]{1,200}?)\s*(?:\.\s|\.$|$|\n)", re.I)
+_GSM8K = re.compile(r"####\s*([^\n]{1,100})")
+_LAST_NUMBER = re.compile(r"-?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?(?:\s*/\s*[0-9]+)?")
+
+FREE_TEXT_TAIL = 4000
+"""Free-text extraction reads only the last this many characters of a response."""
+
+
+def extract_free_text(text: str) -> str | None:
+    """The final answer of an unboxed, free-text response, or None.
+
+    Only for benchmarks whose schema asks for free-text answers (``extract="free_text"``); the
+    paper's reward reads boxes only. In order, on the last ``FREE_TEXT_TAIL`` characters:
+
+    1. the last ``#### x`` (GSM8K's answer line);
+    2. the last "the answer is x" / "Answer: x" / "final answer: x" (up to the end of the line
+       or sentence; ``$...$`` kept whole);
+    3. the last number (integer, decimal, thousands separators, ``a/b``).
+
+    >>> extract_free_text("3 + 4 = 7 apples, so the answer is 7.")
+    '7'
+    >>> extract_free_text("We get 12 and then 3/4")
+    '3/4'
+    """
+    tail = text[-FREE_TEXT_TAIL:]
+    for pattern in (_GSM8K, _ANSWER_IS_MATH, _ANSWER_IS):
+        hits = list(pattern.finditer(tail))
+        if hits:
+            answer = strip_math_wrappers(hits[-1].group(1).strip().rstrip(".").strip())
+            if answer:
+                return answer
+    numbers = list(_LAST_NUMBER.finditer(tail))
+    if numbers:
+        return numbers[-1].group(0).replace(" ", "")
+    return None

@@ -14,15 +14,20 @@ Public API::
     >>> is_equivalent(r"\\left(1, \\frac{1}{2}\\right)", "(1,0.5)")
     True
 
-How equivalence is decided (:func:`equivalence`), cheapest first:
+How equivalence is decided (:func:`equivalence`; docs/grader.md has the rules, the agreement
+with math-verify on the public suites and the documented exceptions), cheapest first:
 
-1. exact string, then normalised string (:mod:`nemo_rence.rewards.normalize`);
-2. multiple-choice letters; numbers (integers, fractions, decimals, percentages) as exact
-   fractions; comma lists, tuples, intervals and sets of numbers element by element. These are
-   *decisive*: two numbers that differ are wrong without asking sympy;
-3. otherwise math-verify (``parse`` + ``verify``), only for inputs that pass :func:`sympy_safe`
-   (bounded length, nesting and exponents), because sympy can hang or exhaust memory on
-   ``10^{10^{10^{10}}}`` and cannot be interrupted from inside a C-level big-integer power.
+1. the answer each side states (:func:`answer_text`: its last box or run of boxes, else the text
+   without math delimiters); a gold naming a multiple-choice letter is compared letter to letter;
+2. exact string, then normalised string (:mod:`nemo_rence.rewards.normalize`); numbers
+   (integers, thousands separators, a decimal comma against a number, fractions, decimals,
+   percentages) as exact fractions; numeric tuples, intervals and sets element by element.
+   "Equal" is final; "not equal" is final only for two bare answers (:func:`_is_answer`,
+   :func:`_plain`), so a wrong number costs microseconds;
+3. otherwise math-verify (``parse`` + ``verify``) on the two answers and, for texts, on the two
+   texts, only for inputs that pass :func:`sympy_safe` (bounded length, nesting and exponents),
+   because sympy can hang or exhaust memory on ``10^{10^{10^{10}}}`` and cannot be interrupted
+   from inside a C-level big-integer power.
 
 This module runs in-process (one call at a time, no hard time limit beyond math-verify's own
 signal timeouts, which only work in the main thread). The trainer uses
@@ -41,18 +46,34 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from nemo_rence.rewards.extract import extract_boxed, strip_math_wrappers
+from nemo_rence.rewards.extract import (
+    extract_boxed,
+    extract_free_text,
+    extract_last_boxes,
+    strip_math_wrappers,
+    text_after_last_box,
+)
 from nemo_rence.rewards.normalize import (
     MAX_FAST_CHARS,
+    Number,
     normalize,
     numbers_equal,
     parse_choice,
+    parse_decimal_comma,
     parse_number,
     split_sequence,
 )
 
 RewardMode = Literal["paper", "binary"]
 REWARD_MODES: tuple[str, ...] = ("paper", "binary")
+
+ExtractMode = Literal["boxed", "free_text"]
+EXTRACT_MODES: tuple[str, ...] = ("boxed", "free_text")
+"""How :func:`score` finds the answer of a response: "boxed" (the paper's reward: the last
+``\\boxed{}``; an unboxed response scores 0) or "free_text" (benchmarks whose schema asks for a
+free-text answer: the last box if any, else "the answer is ...", ``#### x`` or the last number,
+:func:`~nemo_rence.rewards.extract.extract_free_text`; such an answer is graded like a boxed one,
+while ``boxed`` stays False)."""
 
 DEFAULT_MAX_CHARS = 32_768
 """Responses longer than this are truncated to their last ``DEFAULT_MAX_CHARS`` characters."""
@@ -65,6 +86,10 @@ MAX_SYMPY_DEPTH = 12
 
 MAX_SYMPY_FRACS = 16
 """Maximum number of ``\\frac`` commands an answer may have to reach sympy."""
+
+MAX_TEXT_CHARS = 4096
+"""A whole text (a solution, not a bare answer) longer than this is never handed to math-verify;
+:func:`is_equivalent` keeps the last ``MAX_TEXT_CHARS`` characters of longer texts."""
 
 PAPER_REWARDS = (1.0, 0.1, 0.0)
 """(boxed and correct, boxed and wrong, not boxed): ReNCE section 4.1."""
@@ -135,7 +160,7 @@ def enforce_answer_form(result: RewardResult, form: str, mode: str = "paper") ->
 
     ``"any"`` (the default; benchmarks): equivalence alone decides. ``"number"``: the boxed answer
     must also be written as a number (:func:`~nemo_rence.rewards.normalize.parse_number`: an
-    integer, decimal, fraction, percentage, scientific notation). A task whose problem is itself
+    integer, decimal, fraction, percentage, scientific notation; or a decimal comma, ``1,5``). A task whose problem is itself
     an expression needs this: for "Compute 5 + 3." the box ``\\boxed{5 + 3}`` is equivalent to 8
     (sympy), and a policy learns to copy the problem into the box. Such an answer scores as
     boxed and wrong, with ``method = "not_a_number"``.
@@ -150,7 +175,10 @@ def enforce_answer_form(result: RewardResult, form: str, mode: str = "paper") ->
         raise ValueError(f"answer_form must be one of {ANSWER_FORMS}, got {form!r}")
     if form == "any" or not result.correct or result.extracted is None:
         return result
-    if parse_number(normalize(strip_math_wrappers(result.extracted))) is not None:
+    norm = normalize(strip_math_wrappers(result.extracted))
+    if parse_number(norm) is not None:
+        return result
+    if not _SPACED_COMMA.search(result.extracted) and parse_decimal_comma(norm) is not None:
         return result
     return dataclasses.replace(
         result, correct=False, reward=reward_value(True, False, mode), method="not_a_number"
@@ -249,10 +277,11 @@ def _exponent_groups(s: str) -> list[str]:
     return groups
 
 
-def sympy_safe(answer: str) -> bool:
+def sympy_safe(answer: str, max_chars: int = MAX_SYMPY_CHARS) -> bool:
     """Whether ``answer`` is small and tame enough to hand to sympy.
 
-    Rejects: more than ``MAX_SYMPY_CHARS`` characters, nesting deeper than ``MAX_SYMPY_DEPTH``,
+    Rejects: more than ``max_chars`` characters (``MAX_SYMPY_CHARS`` for an answer,
+    ``MAX_TEXT_CHARS`` for a whole text that math-verify extracts from), nesting deeper than ``MAX_SYMPY_DEPTH``,
     more than ``MAX_SYMPY_FRACS`` ``\\frac``, numeric power towers (an exponent, at any depth,
     that contains a power and no variable), integer exponents above 999, more than 7 digits in
     all multi-digit exponents together (nested powers multiply), factorials of numbers with 4+
@@ -260,7 +289,7 @@ def sympy_safe(answer: str) -> bool:
     ungrouped power chains (``10**10**10``). A rejected answer is compared by the fast path
     only, so ``10^{10^{10}}`` can only equal an identical gold.
     """
-    if len(answer) > MAX_SYMPY_CHARS:
+    if len(answer) > max_chars:
         return False
     if _max_depth(answer) > MAX_SYMPY_DEPTH or answer.count("\\frac") > MAX_SYMPY_FRACS:
         return False
@@ -282,6 +311,8 @@ def sympy_safe(answer: str) -> bool:
     )
 
 
+_SPACED_COMMA = re.compile(r"[0-9],\s")
+_RELATION = re.compile(r"[=<>:]|\\(?:leq?|geq?|ne|neq|in|to)(?![A-Za-z])")
 _VARIABLE = re.compile(r"[a-dfghj-zA-Z]")  # any Latin letter but e and i (constants)
 
 
@@ -300,7 +331,15 @@ def _all_numbers(items: list[str]) -> list[Any] | None:
     return out
 
 
-def _fast_equivalence(pred: str, gold: str) -> tuple[bool | None, str]:
+def _as_number(norm: str, other_is_number: bool, thousands: bool = True) -> Number | None:
+    """``norm`` as a number; a decimal comma (``1,22``) counts only against another number."""
+    num = parse_number(norm, thousands)
+    if num is None and other_is_number:
+        num = parse_decimal_comma(norm)
+    return num
+
+
+def _fast_equivalence(pred: str, gold: str, precision: int = 6) -> tuple[bool | None, str]:
     """Decide cheaply: ``(True/False, method)``, or ``(None, "")`` when undecided."""
     if pred == gold:
         return True, "string"
@@ -314,14 +353,21 @@ def _fast_equivalence(pred: str, gold: str) -> tuple[bool | None, str]:
     gold_choice = parse_choice(gn)
     if gold_choice is not None:
         return parse_choice(pn) == gold_choice, "choice"
-    gnum, pnum = parse_number(gn), parse_number(pn)
+    g_thousands, p_thousands = (
+        _SPACED_COMMA.search(gold) is None,
+        _SPACED_COMMA.search(pred) is None,
+    )
+    gnum = _as_number(gn, parse_number(pn, p_thousands) is not None, g_thousands)
+    pnum = _as_number(pn, gnum is not None, p_thousands)
+    if gnum is None and pnum is not None:
+        gnum = _as_number(gn, True, g_thousands)
     if gnum is not None and pnum is not None:
-        return numbers_equal(pnum, gnum), "number"
+        return numbers_equal(pnum, gnum, precision), "number"
     gseq, pseq = split_sequence(gn), split_sequence(pn)
     # A number never equals a list / tuple / interval / set of 2+ items, nor a gold answer in a
     # free variable (math-verify's strict mode agrees; this only skips its cost). The converse
     # is not assumed: a prediction like "\sin^2 x + \cos^2 x" can equal the number 1.
-    if pnum is not None and (gseq is not None or _has_variable(gn)):
+    if pnum is not None and (gseq is not None or (_has_variable(gn) and not _RELATION.search(gn))):
         return False, "number"
     if gnum is not None and pseq is not None:
         return False, "sequence"
@@ -333,12 +379,13 @@ def _fast_equivalence(pred: str, gold: str) -> tuple[bool | None, str]:
             if gseq[0] in ("{}", ""):  # sets, and bare lists (solutions of an equation)
                 remaining = list(gnums)
                 for p in pnums:
-                    hit = next((g for g in remaining if numbers_equal(p, g)), None)
+                    hit = next((g for g in remaining if numbers_equal(p, g, precision)), None)
                     if hit is None:
                         return False, "sequence"
                     remaining.remove(hit)
                 return True, "sequence"
-            return all(numbers_equal(p, g) for p, g in zip(pnums, gnums, strict=True)), "sequence"
+            pairs = zip(pnums, gnums, strict=True)
+            return all(numbers_equal(p, g, precision) for p, g in pairs), "sequence"
     if _WORD.match(pn) and _WORD.match(gn) and pn.lower() == gn.lower() and len(gn) > 1:
         return True, "text"
     return None, ""
@@ -348,25 +395,58 @@ _LOG = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=4096)
-def _mv_parse(answer: str, timeout: int | None) -> tuple[Any, ...]:
+def _mv_parse(text: str, view: str, timeout: int | None) -> tuple[Any, ...]:
+    """math-verify's parse of ``text``: "answer" reads it as one boxed answer, "text" extracts
+    the answer from a whole text the way math-verify's own tests do (LaTeX with boxes at no
+    priority, then plain expressions, except in a text whose inline math is broken over lines:
+    ``Answer $ \\n 9 \\n $`` is not inline LaTeX and is not read as ``9``)."""
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 
-    parsed = parse(
-        "\\boxed{" + answer + "}",
-        extraction_config=[LatexExtractionConfig(), ExprExtractionConfig()],
-        parsing_timeout=timeout,
-    )
-    return tuple(parsed)
+    configs: list[Any]
+    if view == "answer":
+        text = "\\boxed{" + text + "}"
+        configs = [LatexExtractionConfig(), ExprExtractionConfig()]
+    else:
+        configs = [LatexExtractionConfig(boxed_match_priority=0)]
+        if not _has_math_delimiters(text):
+            configs.append(ExprExtractionConfig())
+    return tuple(parse(text, extraction_config=configs, parsing_timeout=timeout))
 
 
-def _sympy_equivalence(pred: str, gold: str, timeout: int | None) -> bool:
+_SPLIT_INLINE_MATH = re.compile(r"(?<![$\\])\$(?!\$)[^$]*\n[^$]*(?<![$\\])\$(?!\$)|\\\([^)]*\n")
+
+
+def _has_math_delimiters(text: str) -> bool:
+    """Whether a text has inline math (``$...$``, ``\\(...\\)``) broken over lines, which
+    math-verify's LaTeX rules do not read; its plain-expression reader must not read it either."""
+    return _SPLIT_INLINE_MATH.search(text) is not None
+
+
+def _mv_equal(
+    pred: str,
+    gold: str,
+    view: str,
+    timeout: int | None,
+    precision: int = 6,
+    strict: bool = True,
+    allow_set_relation_comp: bool = False,
+) -> bool:
     from math_verify import verify
 
-    gold_parsed = _mv_parse(gold, timeout)
-    pred_parsed = _mv_parse(pred, timeout)
+    gold_parsed = _mv_parse(gold, view, timeout)
+    pred_parsed = _mv_parse(pred, view, timeout)
     if not gold_parsed or not pred_parsed:
         return False
-    return bool(verify(list(gold_parsed), list(pred_parsed), timeout_seconds=timeout))
+    return bool(
+        verify(
+            list(gold_parsed),
+            list(pred_parsed),
+            float_rounding=precision,
+            strict=strict,
+            allow_set_relation_comp=allow_set_relation_comp,
+            timeout_seconds=timeout,
+        )
+    )
 
 
 def _math_verify_timeout(timeout_s: float | None) -> int | None:
@@ -376,43 +456,270 @@ def _math_verify_timeout(timeout_s: float | None) -> int | None:
     return max(1, round(timeout_s))
 
 
+# --------------------------------------------------------------------------------------------
+# Texts: what answer a text states, multiple-choice letters, when the fast path is final
+# --------------------------------------------------------------------------------------------
+
+
+def answer_text(text: str) -> str:
+    """The answer a text states: its last box (the last run of boxes joined by ", ", see
+    :func:`~nemo_rence.rewards.extract.extract_last_boxes`), else the text without
+    ``$``/``\\(``/``\\[`` wrappers.
+
+    >>> answer_text(r"so $\\boxed{1}$ and $\\boxed{2}$")
+    '1, 2'
+    >>> answer_text("$ 9 $")
+    '9'
+    """
+    if "\\boxed" in text or "\\fbox" in text:
+        boxes = extract_last_boxes(text)
+        if len(boxes) > 1:
+            return ", ".join(boxes)
+        last = extract_boxed(text)
+        if last is not None:
+            return last
+        if boxes:
+            return boxes[0]
+    return strip_math_wrappers(text)
+
+
+_GOLD_LETTER = re.compile(r"^\(?([A-E])\)?(?:[.:)。](?=\s|$)|\s+(?![=<>+*/^\\\d-])|$)")
+_ANSWER_LETTER = re.compile(
+    r"(?:answer|réponse|respuesta|antwort|答案|答)[^A-Za-z0-9\n]{0,4}(?:is\s+|est\s+|es\s+)?"
+    r"(?:for\s+sure\s+|probably\s+)?[:：]?\s*\(?([A-E])\)?(?![A-Za-z])",
+    re.IGNORECASE,
+)
+_LEADING_LETTER = re.compile(r"^\s*\(?([A-E])\)?(?=[\s.。:),，]|[^\x00-\x7f]|$)")
+
+
+def _gold_letter(gold: str) -> str | None:
+    """The multiple-choice letter a gold answer names (``C``, ``(C)``, ``C. Cecile``, ``(D)
+    Alina``, "... the answer is (C) Cecile"), or None."""
+    choice = parse_choice(normalize(gold)) if len(gold) <= 64 else None
+    if choice is not None:
+        return choice
+    m = _GOLD_LETTER.match(gold.strip())
+    if m is not None:
+        return m.group(1)
+    hits = _ANSWER_LETTER.findall(gold)
+    return hits[-1].upper() if hits else None
+
+
+def _pred_letter(pred: str) -> str | None:
+    """The letter a response chooses: a bare letter, the last "answer is X" / "Answer: X" /
+    "答案: X", a leading "D. ...", else math-verify's own letter extraction (A-D)."""
+    choice = parse_choice(normalize(pred)) if len(pred) <= 64 else None
+    if choice is not None:
+        return choice
+    hits = _ANSWER_LETTER.findall(pred)
+    if hits:
+        return str(hits[-1]).upper()
+    m = _LEADING_LETTER.match(pred)
+    if m is not None:
+        return m.group(1)
+    from math_verify import StringExtractionConfig, parse
+
+    parsed = parse(pred[-MAX_TEXT_CHARS:], [StringExtractionConfig(lowercase=False)])
+    return str(parsed[-1]).upper() if parsed else None
+
+
+_PROSE = re.compile(r"[A-Za-z]{2,}")
+_BOLD = re.compile(r"(?<![\w*])\*\*(?=\S)([^*\n]{1,100}?)(?<=\S)\*\*(?![\w*])")
+
+
+def _unbold(text: str) -> str:
+    """Markdown bold (``**92**``) removed, for the safety check only: ``**`` is also a power."""
+    return _BOLD.sub(r"\1", text)
+
+
+def _has_box(text: str) -> bool:
+    return "\\boxed" in text or "\\fbox" in text
+
+
+def _is_answer(text: str) -> bool:
+    """Whether a text states its answer outright: a bare answer (one line, no words outside
+    LaTeX commands, in at most one pair of math delimiters), or boxes with no number or math
+    after the last one. Then a fast-path "not equal" is final; a solution that goes on to state
+    "The final answer is $10,455$" after boxing an intermediate result is read by math-verify.
+    """
+    inner = strip_math_wrappers(text)
+    if _has_box(inner):
+        tail = text_after_last_box(inner)
+        return tail is not None and not any(c.isdigit() or c in "$\\" for c in tail)
+    return (
+        len(inner) <= 200
+        and inner.isascii()
+        and not any(t in inner for t in ("$", "\n", "\\(", "\\["))
+        and _PROSE.search(_COMMAND.sub("", inner)) is None
+    )
+
+
+_SENTENCE = re.compile(r"[^\W\d_]{3,}\s+[^\W\d_]{2,}")
+
+
+def _delimited(text: str) -> bool:
+    """Whether a text is written in math delimiters (``$...$``, ``\\(...\\)``, ``\\[...\\]``),
+    which math-verify's LaTeX extraction reads as written; a bare ``2x+3`` is not handed to its
+    text extraction, which would read only the ``2``."""
+    stripped = text.strip()
+    return stripped != strip_math_wrappers(stripped)
+
+
+def _answer_like(text: str) -> bool:
+    """Whether math-verify may read a text as one answer: it ends in a complete box, or it is
+    one line without math delimiters that is not a sentence (two words in a row, any script)."""
+    inner = strip_math_wrappers(text)
+    if _has_box(inner):
+        return _is_answer(inner)  # a complete box with no number or math after it
+    return (
+        len(inner) <= MAX_SYMPY_CHARS
+        and not any(t in inner for t in ("$", "\n", "\\(", "\\["))
+        and _SENTENCE.search(_COMMAND.sub(" ", inner)) is None
+    )
+
+
+def _plain(answer: str) -> bool:
+    """Whether an answer is a bare mathematical answer (short ASCII, one line, no words outside
+    LaTeX commands), so that a fast-path "not equal" is final. Anything else (prose, units in
+    words, another script) is also shown to math-verify before it is ruled wrong."""
+    return (
+        len(answer) <= 200
+        and answer.isascii()
+        and "\n" not in answer
+        and "$" not in answer
+        and _PROSE.search(_COMMAND.sub("", answer)) is None
+    )
+
+
 def equivalence(
-    pred: str, gold: str, *, use_sympy: bool = True, sympy_timeout_s: float | None = 5.0
+    pred: str,
+    gold: str,
+    *,
+    use_sympy: bool = True,
+    sympy_timeout_s: float | None = 5.0,
+    precision: int = 6,
+    strict: bool = True,
+    allow_set_relation_comp: bool = False,
+    texts: bool = True,
 ) -> tuple[bool, str]:
-    """Whether answer ``pred`` equals answer ``gold``, and which method decided.
+    """Whether the text ``pred`` states the same answer as the text ``gold``, and how decided.
+
+    Both may be bare answers (a box's content) or whole texts (a solution, a sentence, an answer
+    in ``$...$``); :func:`answer_text` reads the stated answer of each. In order:
+
+    1. a gold that names a multiple-choice letter: the letter the prediction chooses decides;
+    2. the fast path (:func:`_fast_equivalence`): "equal" is final; "not equal" is final only
+       when both answers are :func:`_plain` (then math-verify agrees, and costs milliseconds);
+    3. math-verify, for texts that pass :func:`sympy_safe`: equal if it says equal on the two
+       answers, each read as one boxed answer (when both are answer-like, see
+       :func:`_answer_like`), or, when either side is a text rather than a bare answer, on the
+       two whole texts (extracted the way math-verify's own test suite does).
 
     Args:
-        pred: the extracted (boxed) answer of the response.
-        gold: the reference answer.
+        pred: the prediction (the boxed answer of a response, or a text).
+        gold: the reference answer (or a solution with its answer boxed).
         use_sympy: fall back to math-verify when the fast path cannot decide.
         sympy_timeout_s: math-verify's own timeout (signal based: applied only when called
             from the main thread; the worker pool disables it and enforces its own limit).
+        precision: decimal places numbers are rounded to when one side is a decimal
+            (math-verify's ``float_rounding``).
+        strict: math-verify's ``strict`` (variables must match by name).
+        allow_set_relation_comp: math-verify's option letting a gold interval equal a relation.
+        texts: whether ``pred`` and ``gold`` may be whole texts. :func:`score` passes False:
+            its inputs are a box's content and a gold answer, never read as texts (so an answer
+            longer than ``MAX_FAST_CHARS`` stays an exact-string comparison).
 
     Returns:
         ``(equal, method)``; see :class:`RewardResult` for the method names.
     """
-    decided, method = _fast_equivalence(pred, gold)
-    if decided is not None:
+    p, g = answer_text(pred), answer_text(gold)
+    if not p or not g:
+        return False, "string"
+    letter = _gold_letter(g)
+    if letter is not None:
+        return _pred_letter(p) == letter, "choice"
+    decided, method = _fast_equivalence(p, g, precision)
+    # "Not equal" is final only for two bare answers: a text (a solution, "Answer $ 9 $") may
+    # state its answer elsewhere than in its boxes, and math-verify reads it there.
+    bare_p, bare_g = _is_answer(pred), _is_answer(gold)
+    if decided is True or (decided is False and bare_p and bare_g and _plain(p) and _plain(g)):
         return decided, method
     if not use_sympy:
-        return False, "string"
-    p, g = strip_math_wrappers(pred), strip_math_wrappers(gold)
-    if not (sympy_safe(p) and sympy_safe(g)):
-        return False, "rejected"
-    return _sympy_equivalence(p, g, _math_verify_timeout(sympy_timeout_s)), "sympy"
+        return False, method or "string"
+    mv_equal = functools.partial(
+        _mv_equal,
+        timeout=_math_verify_timeout(sympy_timeout_s),
+        precision=precision,
+        strict=strict,
+        allow_set_relation_comp=allow_set_relation_comp,
+    )
+    p_safe, g_safe = strip_math_wrappers(p), strip_math_wrappers(g)
+    tried = False
+    answers = _answer_like(pred) and _answer_like(gold)
+    if answers and sympy_safe(p_safe) and sympy_safe(g_safe):
+        tried = True
+        if mv_equal(p_safe, g_safe, "answer"):
+            return True, "sympy"
+    # Whole texts only where one is: a sentence, several lines, math in delimiters. A one-line
+    # answer with a word in it ("97 \\text{ apples}+1") is an answer: math-verify's text reader
+    # would take its first number.
+    as_texts = texts and (not answers or _delimited(pred) or _delimited(gold))
+    if (
+        as_texts
+        and sympy_safe(_unbold(pred), MAX_TEXT_CHARS)
+        and sympy_safe(_unbold(gold), MAX_TEXT_CHARS)
+    ):
+        tried = True
+        if mv_equal(pred, gold, "text"):
+            return True, "sympy"
+    return False, "sympy" if tried else "rejected"
 
 
-def is_equivalent(pred: str, gold: str) -> bool:
-    """Whether the answer ``pred`` is mathematically equivalent to the answer ``gold``.
+def is_equivalent(
+    pred: Any,
+    gold: Any,
+    *,
+    precision: int = 6,
+    strict: bool = True,
+    allow_set_relation_comp: bool = False,
+) -> bool:
+    """Whether the prediction ``pred`` states an answer equivalent to the gold answer ``gold``.
 
-    Both are final answers, not whole responses; either may still be wrapped in ``$...$`` or a
-    ``\\boxed{}``, which is removed the same way for both. Never raises.
+    Either may be a bare answer, an answer in ``$...$`` / ``\\(...\\)`` / a box, several boxes
+    meaning one answer, or a whole solution (its last ``MAX_TEXT_CHARS`` characters are read).
+    See :func:`equivalence` for the rules and ``docs/grader.md`` for how the verdicts compare
+    with math-verify's. Never raises; no code in either text is ever run.
     """
     try:
-        return equivalence(gold_answer(pred), gold_answer(gold))[0]
+        p = coerce_text(pred)[-MAX_TEXT_CHARS:]
+        g = coerce_text(gold)[-MAX_TEXT_CHARS:]
+        return equivalence(
+            p,
+            g,
+            precision=precision,
+            strict=strict,
+            allow_set_relation_comp=allow_set_relation_comp,
+        )[0]
     except Exception:  # a grader must never take the trainer down
         _LOG.debug("equivalence failed", exc_info=True)
         return False
+
+
+def _is_list_answer(answer: str) -> bool:
+    """Whether a gold answer is a list of values: a set ``\\{1, 2\\}`` or items separated by
+    top-level commas or semicolons (``1, 2``; ``(2, 2), (6, 2)``)."""
+    norm = normalize(answer)
+    if norm.startswith("\\{") and norm.endswith("\\}"):
+        return True
+    depth = 0
+    for c in norm:
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        elif c in ",;" and depth == 0:
+            return True
+    return False
 
 
 def score(
@@ -423,8 +730,14 @@ def score(
     max_chars: int = DEFAULT_MAX_CHARS,
     use_sympy: bool = True,
     sympy_timeout_s: float | None = 5.0,
+    extract: ExtractMode = "boxed",
 ) -> RewardResult:
     """Grade one response against its gold answer (ReNCE section 4.1 reward).
+
+    The last ``\\boxed{}`` decides. One exception, for golds that are a list of values
+    (``1, 2``, ``\\{1, 2\\}``, ``(2, 2), (6, 2)``): when the last box alone is not the answer,
+    the last run of boxes joined by connectors (``\\boxed{1}, \\boxed{2}``, ``\\boxed{(2, 2)}
+    \\quad \\text{and} \\quad \\boxed{(6, 2)}``) is graded as one answer.
 
     Args:
         response: the model's full response text (bytes and None are tolerated).
@@ -434,17 +747,23 @@ def score(
         max_chars: responses longer than this are graded on their last ``max_chars`` characters.
         use_sympy: allow the math-verify fallback for answers the fast path cannot decide.
         sympy_timeout_s: math-verify's own timeout in the main thread (see :func:`equivalence`).
+        extract: "boxed" (the paper's reward) or "free_text" (see :data:`EXTRACT_MODES`).
 
     Returns:
         A :class:`RewardResult`. Never raises: a grading error yields reward 0 with ``error``.
     """
     if mode not in REWARD_MODES:
         raise ValueError(f"reward mode must be one of {REWARD_MODES}, got {mode!r}")
+    if extract not in EXTRACT_MODES:
+        raise ValueError(f"extract must be one of {EXTRACT_MODES}, got {extract!r}")
     start = time.perf_counter()
     truncated = False
     try:
         text, truncated = truncate_tail(coerce_text(response), max_chars)
         extracted = extract_boxed(text)
+        boxed = extracted is not None
+        if extracted is None and extract == "free_text":
+            extracted = extract_free_text(text)
         if extracted is None:
             return RewardResult(
                 reward=reward_value(False, False, mode),
@@ -455,12 +774,20 @@ def score(
                 method="unboxed",
                 elapsed_s=time.perf_counter() - start,
             )
-        correct, method = equivalence(
-            extracted, gold_answer(gold), use_sympy=use_sympy, sympy_timeout_s=sympy_timeout_s
+        gold_text = gold_answer(gold)
+        grade = functools.partial(
+            equivalence, use_sympy=use_sympy, sympy_timeout_s=sympy_timeout_s, texts=False
         )
+        correct, method = grade(extracted, gold_text)
+        if not correct and boxed and _is_list_answer(gold_text):
+            run = extract_last_boxes(text)
+            if len(run) > 1 and run[-1] == extracted:
+                joined = ", ".join(run)
+                correct, method = grade(joined, gold_text)
+                extracted = joined if correct else extracted
         return RewardResult(
             reward=reward_value(True, correct, mode),
-            boxed=True,
+            boxed=boxed,
             correct=correct,
             extracted=extracted,
             truncated=truncated,

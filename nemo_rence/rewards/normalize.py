@@ -136,7 +136,7 @@ class Number:
 
 
 _INT = r"[0-9]{1," + str(_MAX_DIGITS) + "}"
-_THOUSANDS = r"[0-9]{1,3}(?:,[0-9]{3})+"
+_THOUSANDS = r"[1-9][0-9]{0,2}(?:,[0-9]{3})+"
 _DEC = "(?:" + _THOUSANDS + "|" + _INT + r")?\.[0-9]{1," + str(_MAX_DIGITS) + "}|" + _INT + r"\."
 _UNSIGNED = "(?:" + _DEC + "|" + _THOUSANDS + "|" + _INT + ")"
 _RE_PLAIN = re.compile(r"^([+-]?)(" + _UNSIGNED + ")$")
@@ -161,14 +161,17 @@ def _sign(*signs: str) -> int:
     return -1 if sum(s == "-" for s in signs) % 2 else 1
 
 
-def parse_number(norm: str) -> Number | None:
+def parse_number(norm: str, thousands: bool = True) -> Number | None:
     """Parse a *normalised* answer (see :func:`normalize`) as an exact number, or return None.
 
     Accepted: ``-12``, ``1,000``, ``3.50``, ``.5``, ``\\frac{3}{4}``, ``-\\frac{-3}{4}``, ``3/4``,
     ``12%``, ``1.5\\times10^{3}``. Anything else (symbols, ``\\sqrt``, towers) returns None and
-    is left to the symbolic checker.
+    is left to the symbolic checker. With ``thousands=False`` (the raw answer had a space after
+    a comma: ``32, 349`` is a list) a comma never separates thousands.
     """
     if not norm or len(norm) > 2 * _MAX_DIGITS + 64:
+        return None
+    if not thousands and "," in norm:
         return None
     percent = norm.endswith("%")
     s = norm[:-1] if percent else norm
@@ -197,15 +200,30 @@ def parse_number(norm: str) -> Number | None:
     return None
 
 
-def _round6(x: Fraction) -> Fraction:
-    return round(x, 6)
+_RE_DECIMAL_COMMA = re.compile(r"^([+-]?)([0-9]{1,30}),([0-9]{1,30})$")
 
 
-def numbers_equal(pred: Number, gold: Number) -> bool:
+def parse_decimal_comma(norm: str) -> Number | None:
+    """Read ``1,22`` / ``1000,99`` / ``0,111`` as a decimal with a comma, or return None.
+
+    A single comma is a decimal comma when it is not followed by exactly three digits
+    (``12,345`` is a thousands separator) or when the integer part is ``0``. This is how
+    math-verify reads a bare number; callers use it only when the other side is a number (a box
+    holding ``1,2`` next to a list gold stays the list ``1, 2``).
+    """
+    m = _RE_DECIMAL_COMMA.match(norm)
+    if m is None or (len(m.group(3)) == 3 and m.group(2) != "0"):
+        return None
+    value = Fraction(m.group(2) + "." + m.group(3))
+    return Number(-value if m.group(1) == "-" else value, decimal=True)
+
+
+def numbers_equal(pred: Number, gold: Number, precision: int = 6) -> bool:
     """Compare two parsed numbers the way math-verify does, exactly and in microseconds.
 
     - Exact values compare exactly (``\\frac{2}{4} == 0.5`` is exact too: 0.5 is a decimal).
-    - If either side was written as a decimal, both are rounded to 6 places first.
+    - If either side was written as a decimal, both are rounded to ``precision`` places first
+      (math-verify's ``float_rounding``, 6 by default).
     - A percent on either side also accepts the value divided by 100 (``50% == 0.5``) or with the
       sign dropped (``50% == 50``).
     """
@@ -220,7 +238,7 @@ def numbers_equal(pred: Number, gold: Number) -> bool:
         for p in preds:
             if p == g:
                 return True
-            if rounded and _round6(p) == _round6(g):
+            if rounded and round(p, precision) == round(g, precision):
                 return True
     return False
 

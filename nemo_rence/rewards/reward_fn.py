@@ -7,14 +7,17 @@ for (``record.metadata["answer_form"]``, see :func:`~nemo_rence.rewards.math.enf
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from nemo_rence.data.records import PromptRecord
+from nemo_rence.rewards.extract import extract_boxed, extract_free_text
 from nemo_rence.rewards.math import (
     ANSWER_FORMS,
     DEFAULT_MAX_CHARS,
+    EXTRACT_MODES,
     RewardResult,
     enforce_answer_form,
 )
@@ -41,6 +44,12 @@ class RewardConfig:
     equivalent form), or one form for every record: 'any' or 'number'."""
     max_chars: int = DEFAULT_MAX_CHARS
     """Responses longer than this are graded on their last ``max_chars`` characters."""
+    extract: str = "boxed"
+    """How a response's answer is found: 'boxed' (the paper's reward: the last ``\\boxed{}``;
+    an unboxed response scores 0) or 'free_text', only for a benchmark whose schema asks for
+    free-text answers: an unboxed response is graded on its "the answer is ..." / ``#### x`` /
+    last number (:func:`~nemo_rence.rewards.extract.extract_free_text`) like a boxed answer,
+    with ``boxed`` left False."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -53,6 +62,7 @@ class RewardConfig:
                 f"one of {list(ANSWER_FORM_CHOICES)}",
             ),
             ("max_chars", self.max_chars >= 1, ">= 1"),
+            ("extract", self.extract in EXTRACT_MODES, f"one of {list(EXTRACT_MODES)}"),
         ]
         for name, ok, allowed in checks:
             if not ok:
@@ -94,7 +104,21 @@ class MathReward:
                 f"records and responses must have the same length, got {len(records)} and "
                 f"{len(responses)}"
             )
-        results = self.pool.score_batch(list(responses), [r.answer for r in records])
+        texts = list(responses)
+        free = [False] * len(texts)
+        if self.config.extract == "free_text":
+            # An unboxed answer found in the text is graded in the pool as if boxed (same hard
+            # time limit), then marked not boxed.
+            for i, text in enumerate(texts):
+                if isinstance(text, str) and extract_boxed(text) is None:
+                    answer = extract_free_text(text[-self.config.max_chars :])
+                    if answer is not None:
+                        texts[i], free[i] = "\\boxed{" + answer + "}", True
+        results = self.pool.score_batch(texts, [r.answer for r in records])
+        results = [
+            dataclasses.replace(res, boxed=False) if was_free else res
+            for res, was_free in zip(results, free, strict=True)
+        ]
         mode = self.config.mode
         return [
             enforce_answer_form(res, self.config.form_of(rec), mode)

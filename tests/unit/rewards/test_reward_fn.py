@@ -93,3 +93,17 @@ def test_an_unknown_answer_form_is_an_error_naming_the_allowed_ones():
 
     with pytest.raises(ValueError, match=r"answer_form must be one of \('any', 'number'\)"):
         enforce_answer_form(score(r"\boxed{8}", "8"), "integer")
+
+
+def test_free_text_extract_grades_unboxed_answers_only_when_configured():
+    record = PromptRecord(id="g0", problem="How many?", answer="1000", source="gsm8k")
+    responses = ["so the answer is 1,000.", "#### 999", r"\boxed{1000}", "no number"]
+    cfg = RewardConfig(workers=1, mode="binary", extract="free_text")
+    with MathReward(cfg) as reward_fn:
+        results = reward_fn.batch([record] * 4, responses)
+    assert [r.reward for r in results] == [1.0, 0.0, 1.0, 0.0]
+    assert [r.boxed for r in results] == [False, False, True, False]
+    with MathReward(RewardConfig(workers=1, mode="binary")) as boxed:
+        assert boxed(record, responses[0]).reward == 0.0  # the paper's reward reads boxes only
+    with pytest.raises(ValueError, match=r"reward\.extract"):
+        RewardConfig(extract="last_number")
