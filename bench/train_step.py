@@ -120,7 +120,7 @@ def bench_policy(batch: PolicyBatch, reps: int, layout: str, dtype=torch.float32
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     lp = policy.logprobs(batch)
-    batch.extras["old_logprobs"] = lp
+    batch.extras.old_logprobs = lp
     loss_fn = algorithm_loss("rence", {}, kl_coef=0.001)
     t_lp = _timed(lambda: policy.logprobs(batch), reps)
     t_step = _timed(lambda: policy.train_step(batch, loss_fn), reps)

@@ -7,9 +7,9 @@ Layout of a :class:`~nemo_rence.policy.interface.PolicyBatch` built from B group
     prompt_lengths    [B*K]
     response_lengths  [B*K]
     group_ids         [B*K]      g
-    extras["rewards"]           [B*K]     float32
-    extras["engine_logprobs"]   [B*K, T]  the engine's sampling logprobs (0 on padding)
-    extras["engine_version"]    [B*K]     weight version that generated each rollout
+    extras.rewards              [B*K]     float32
+    extras.engine_logprobs      [B*K, T]  the engine's sampling logprobs (0 on padding)
+    extras.engine_version       [B*K]     weight version that generated each rollout
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from nemo_rence.algorithm.filter import ScoredGroup
-from nemo_rence.policy.interface import PolicyBatch
+from nemo_rence.policy.interface import PolicyBatch, RowData
 from nemo_rence.rollout.interface import Rollouts
 from nemo_rence.types import GroupRollouts
 
@@ -82,11 +82,11 @@ def groups_to_policy_batch(groups: Sequence[ScoredGroup]) -> PolicyBatch:
         prompt_lengths=torch.tensor(plens, dtype=torch.long),
         response_lengths=torch.tensor(rlens, dtype=torch.long),
         group_ids=torch.tensor(gids, dtype=torch.long),
-        extras={
-            "rewards": torch.tensor(rewards, dtype=torch.float32),
-            "engine_logprobs": engine,
-            "engine_version": torch.tensor(versions, dtype=torch.long),
-        },
+        extras=RowData(
+            rewards=torch.tensor(rewards, dtype=torch.float32),
+            engine_logprobs=engine,
+            engine_version=torch.tensor(versions, dtype=torch.long),
+        ),
         response_width=width,
     )
 
@@ -100,7 +100,7 @@ def select_groups(batch: PolicyBatch, group_values: Sequence[int]) -> PolicyBatc
         prompt_lengths=batch.prompt_lengths[rows],
         response_lengths=batch.response_lengths[rows],
         group_ids=batch.group_ids[rows],
-        extras={k: v[rows] for k, v in batch.extras.items()},
+        extras=batch.extras.select(rows),
         response_width=batch.width,
     )
 

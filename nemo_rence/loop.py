@@ -215,7 +215,7 @@ class Trainer:
         groups, fstats = searched
         with timer("score"):
             batch = groups_to_policy_batch(groups)
-            batch.extras["old_logprobs"], gap = self._old_logprobs(batch)
+            batch.extras.old_logprobs, gap = self._old_logprobs(batch)
             gap.update(mismatch_metrics(*_mismatch_inputs(batch), cfg.rollout_correction))
         metrics: dict[str, float] = {}
         with timer("update"):
@@ -263,20 +263,24 @@ class Trainer:
         run on the first group only to check that the two still agree.
         """
         policy = self.parts.policy
-        fresh = bool((batch.extras["engine_version"] == self.iteration).all())
+        x = batch.extras
+        assert x.engine_version is not None and x.engine_logprobs is not None
+        fresh = bool((x.engine_version == self.iteration).all())
         if not (self.cfg.rollout.reuse_logprobs and fresh):
             old = policy.logprobs(batch)
             return old, (self._check_refit(batch, old) if self.is_main else {})
         probe = select_groups(batch, [int(batch.group_ids[0])])
         probe_old = policy.logprobs(probe)  # every rank: a collective under TP/PP
         gap = self._check_refit(probe, probe_old) if self.is_main else {}
-        return batch.extras["engine_logprobs"].clone(), {**gap, "score/reused_engine": 1.0}
+        return x.engine_logprobs.clone(), {**gap, "score/reused_engine": 1.0}
 
     def _check_refit(self, batch: Any, old: torch.Tensor) -> dict[str, float]:
         """Engine-vs-policy logprobs on the rollouts the current engine weights generated."""
-        fresh = batch.extras["engine_version"] == self.engine.version
+        x = batch.extras
+        assert x.engine_version is not None and x.engine_logprobs is not None
+        fresh = x.engine_version == self.engine.version
         mask = batch.response_mask[fresh]
-        engine_lp = batch.extras["engine_logprobs"][fresh]
+        engine_lp = x.engine_logprobs[fresh]
         assert self.refitter is not None
         return self.refitter.verify(
             [row[: int(m.sum())].tolist() for row, m in zip(engine_lp, mask, strict=True)],
@@ -572,7 +576,8 @@ def _summary(metrics: dict[str, float]) -> dict[str, str]:
 def _mismatch_inputs(batch: PolicyBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(pi_old, pi_engine logprobs, response mask) of a scored batch, for the mismatch metrics."""
     e = batch.extras
-    return e["old_logprobs"], e["engine_logprobs"], batch.response_mask
+    assert e.old_logprobs is not None and e.engine_logprobs is not None
+    return e.old_logprobs, e.engine_logprobs, batch.response_mask
 
 
 def _rng_state_to_plain(state: tuple) -> list:

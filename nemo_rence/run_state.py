@@ -60,7 +60,7 @@ from typing import Any, Protocol
 import torch
 
 from nemo_rence.infra.distributed import barrier, broadcast_object
-from nemo_rence.signals import own_megatron_writer_queue
+from nemo_rence.signals import own_megatron_writer_queue, process_alive
 
 __all__ = [
     "BEST_METRIC",
@@ -768,16 +768,6 @@ def _process_start(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class RunLock:
     """``<run_dir>/trainer.lock``: one trainer per run directory.
 
@@ -805,7 +795,7 @@ class RunLock:
         if owner.get("host") != socket.gethostname():
             return False  # cannot check another machine's processes
         pid = int(owner.get("pid", -1))
-        if pid == os.getpid() or not _pid_alive(pid):
+        if pid == os.getpid() or not process_alive(pid):
             return True
         start = owner.get("start_time")
         return start is not None and _process_start(pid) not in (None, start)

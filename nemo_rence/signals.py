@@ -30,7 +30,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["StopFlag", "die_with_parent", "orphaned", "own_megatron_writer_queue"]
+__all__ = [
+    "StopFlag",
+    "die_with_parent",
+    "orphaned",
+    "own_megatron_writer_queue",
+    "process_alive",
+]
 
 _SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 
@@ -88,7 +94,8 @@ def _set_parent_death_signal() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -100,7 +107,7 @@ def _alive(pid: int) -> bool:
 
 def orphaned(owner_pid: int | None, parent_pid: int) -> bool:
     """Whether ``owner_pid`` is gone, or this process was re-parented away from ``parent_pid``."""
-    return os.getppid() != parent_pid or (owner_pid is not None and not _alive(owner_pid))
+    return os.getppid() != parent_pid or (owner_pid is not None and not process_alive(owner_pid))
 
 
 def die_with_parent(owner_pid: int | None = None) -> int:

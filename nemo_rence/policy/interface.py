@@ -42,8 +42,9 @@ tensor/pipeline-parallel model replica must pass the same batch.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -63,11 +64,63 @@ __all__ = [
     "MicroBatch",
     "Policy",
     "PolicyBatch",
+    "RowData",
     "algorithm_loss",
     "metric_reduction",
 ]
 
 Metrics = dict[str, float]
+
+
+@dataclass
+class RowData:
+    """Per-rollout tensors that travel with a batch to the loss, each with first dim N (rows).
+
+    Attributes:
+        rewards: [N] float32 r(x, y).
+        old_logprobs: [N, T] log pi_old per response token (the score stage fills it).
+        ref_logprobs: [N, T] log pi_ref, for a loss that declares it needs a reference.
+        engine_logprobs: [N, T] the engine's sampling logprobs (0 on padding).
+        engine_version: [N] int64 weight version of the engine that generated each rollout.
+    """
+
+    rewards: Tensor | None = None
+    old_logprobs: Tensor | None = None
+    ref_logprobs: Tensor | None = None
+    engine_logprobs: Tensor | None = None
+    engine_version: Tensor | None = None
+
+    @classmethod
+    def of(cls, value: RowData | Mapping[str, Tensor] | None) -> RowData:
+        """A :class:`RowData` from itself, None, or a mapping of its field names (checked)."""
+        if isinstance(value, RowData):
+            return value
+        value = dict(value or {})
+        unknown = sorted(set(value) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown row data {unknown}; allowed: {cls.names()}")
+        return cls(**value)
+
+    @staticmethod
+    def names() -> list[str]:
+        return [f.name for f in fields(RowData)]
+
+    def present(self) -> dict[str, Tensor]:
+        """The tensors that are set, by field name."""
+        return {n: v for n in self.names() if (v := getattr(self, n)) is not None}
+
+    def select(self, rows: Tensor, device: torch.device | str | None = None) -> RowData:
+        """These rows of every tensor (moved to ``device`` when given)."""
+        return RowData(
+            **{
+                n: (v[rows] if device is None else v[rows].to(device))
+                for n, v in self.present().items()
+            }
+        )
+
+    def replace(self, **tensors: Tensor) -> RowData:
+        """A copy with some tensors set."""
+        return dataclasses.replace(self, **tensors)
 
 
 @dataclass
@@ -80,8 +133,8 @@ class PolicyBatch:
         response_lengths: [N] int64, ``r_i >= 0`` response tokens after the prompt,
             ``p_i + r_i <= L``.
         group_ids: [N] int64 prompt id; rollouts of one prompt share it (need not be contiguous).
-        extras: per-rollout tensors passed through to the loss, each with first dim N:
-            ``old_logprobs`` / ``ref_logprobs`` [N, T], ``rewards`` [N], ...
+        extras: the per-rollout tensors passed through to the loss (:class:`RowData`; a mapping
+            of its field names is accepted and converted).
         response_width: T, columns of the per-token outputs; default ``max(response_lengths)``.
     """
 
@@ -89,10 +142,11 @@ class PolicyBatch:
     prompt_lengths: Tensor
     response_lengths: Tensor
     group_ids: Tensor
-    extras: dict[str, Tensor] = field(default_factory=dict)
+    extras: RowData = field(default_factory=RowData)
     response_width: int | None = None
 
     def __post_init__(self) -> None:
+        self.extras = RowData.of(self.extras)
         if self.input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [N, L], got {tuple(self.input_ids.shape)}")
         n, length = self.input_ids.shape
@@ -112,7 +166,7 @@ class PolicyBatch:
             raise ValueError(
                 f"response_width={self.response_width} < longest response {self.max_response}"
             )
-        for name, value in self.extras.items():
+        for name, value in self.extras.present().items():
             if value.shape[:1] != (n,):
                 raise ValueError(
                     f"extras[{name!r}] must have first dim N={n}, got {tuple(value.shape)}"
@@ -151,7 +205,7 @@ class MicroBatch:
         rows: [n] int64 rows of the (per-rank) :class:`PolicyBatch` in this micro-batch.
         response_mask: [n, T] float 0/1.
         group_ids: [n] int64.
-        extras: the batch's extras sliced to these rows (``[n, ...]``).
+        extras: the batch's :class:`RowData` sliced to these rows (``[n, ...]``).
         num_groups_global: groups in the whole mini-batch, summed over data-parallel ranks.
         num_tokens_global: response tokens in the whole mini-batch, summed over DP ranks.
         num_micro_batches: micro-batches on this rank in this step.
@@ -160,10 +214,13 @@ class MicroBatch:
     rows: Tensor
     response_mask: Tensor
     group_ids: Tensor
-    extras: Mapping[str, Tensor]
+    extras: RowData
     num_groups_global: int
     num_tokens_global: int
     num_micro_batches: int
+
+    def __post_init__(self) -> None:
+        self.extras = RowData.of(self.extras)
 
 
 #: ``loss_fn(logprobs [n, T] (requires grad), micro_batch) -> (loss scalar, metrics)``.
@@ -200,12 +257,12 @@ class AlgorithmLoss:
     """A registered ``nemo_rence.algorithm.losses`` loss adapted to the policy's ``LossFn``, with
     the loss's declarations (``LossSpec.outputs``) attached.
 
-    The micro-batch must carry ``extras["old_logprobs"]`` [n, T] and ``extras["rewards"]`` [n]
-    (and ``extras["ref_logprobs"]`` when ``needs_reference``); the global normalisers are
+    The micro-batch must carry ``extras.old_logprobs`` [n, T] and ``extras.rewards`` [n]
+    (and ``extras.ref_logprobs`` when ``needs_reference``); the global normalisers are
     forwarded so that micro-batch losses of whole groups sum to the mini-batch loss.
 
     With a rollout ``correction`` (``algorithm.correction``) other than 'none', the micro-batch
-    must also carry ``extras["engine_logprobs"]`` [n, T] and the logprobs reach the loss through
+    must also carry ``extras.engine_logprobs`` [n, T] and the logprobs reach the loss through
     ``reweight_gradient`` with the mode's weights: loss values unchanged, gradients corrected.
 
     Attributes:
@@ -252,17 +309,20 @@ class AlgorithmLoss:
     def __call__(self, logprobs: Tensor, mb: MicroBatch) -> tuple[Tensor, Mapping[str, Any]]:
         from nemo_rence.algorithm import losses
 
+        x = mb.extras
         needed = ["old_logprobs", "rewards"] + (["ref_logprobs"] if self.needs_reference else [])
         needed += ["engine_logprobs"] if self.correction is not None else []
-        missing = [k for k in needed if k not in mb.extras]
+        missing = [k for k in needed if getattr(x, k) is None]
         if missing:
             raise KeyError(
-                f"loss {self.name!r} needs batch extras {missing}; got {sorted(mb.extras)}"
+                f"loss {self.name!r} needs batch row data {missing}; got {sorted(x.present())}"
             )
+        assert x.old_logprobs is not None and x.rewards is not None
         if self.correction is not None:
+            assert x.engine_logprobs is not None
             weights = correction_weights(
-                mb.extras["old_logprobs"],
-                mb.extras["engine_logprobs"],
+                x.old_logprobs,
+                x.engine_logprobs,
                 mb.response_mask,
                 self.correction,
                 mb.group_ids,
@@ -270,11 +330,11 @@ class AlgorithmLoss:
             logprobs = reweight_gradient(logprobs, weights)
         lb = losses.LossBatch(
             logprobs=logprobs,
-            old_logprobs=mb.extras["old_logprobs"],
+            old_logprobs=x.old_logprobs,
             mask=mb.response_mask,
-            rewards=mb.extras["rewards"],
+            rewards=x.rewards,
             group_ids=mb.group_ids,
-            ref_logprobs=mb.extras.get("ref_logprobs"),
+            ref_logprobs=x.ref_logprobs,
             kl_coef=self.kl_coef,
             progress=self.progress,
             generator=self.generator,
@@ -284,26 +344,9 @@ class AlgorithmLoss:
         return self.spec.fn(lb, self.config)
 
 
-def algorithm_loss(
-    name: str,
-    cfg: Any = None,
-    *,
-    kl_coef: float = 0.0,
-    progress: float = 0.0,
-    generator: torch.Generator | None = None,
-    correction: CorrectionConfig | None = None,
-) -> AlgorithmLoss:
-    """The registered loss ``name`` as the policy's ``LossFn`` (:class:`AlgorithmLoss`).
-
-    Args:
-        name: registered loss name (``losses.available()`` lists them).
-        cfg: the loss's config object or a mapping of its fields; ``None``: its defaults.
-        kl_coef, progress, generator: forwarded to ``LossBatch``.
-        correction: rollout mismatch correction applied to every loss (None or mode 'none': off).
-    """
-    return AlgorithmLoss(
-        name, cfg, kl_coef=kl_coef, progress=progress, generator=generator, correction=correction
-    )
+algorithm_loss = AlgorithmLoss
+"""``algorithm_loss(name, cfg, kl_coef=..., progress=..., generator=..., correction=...)``: the
+registered loss ``name`` as the policy's ``LossFn`` (an :class:`AlgorithmLoss`)."""
 
 
 def metric_reduction(loss_fn: LossFn, key: str) -> str:

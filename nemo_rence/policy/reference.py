@@ -110,8 +110,8 @@ class ReferencePolicy:
             return self.score(batch)
 
     def score_batch(self, batch: PolicyBatch) -> PolicyBatch:
-        """``batch`` with ``extras['ref_logprobs']`` = :meth:`logprobs` (the others unchanged)."""
-        extras = {**batch.extras, "ref_logprobs": self.logprobs(batch)}
+        """``batch`` with ``extras.ref_logprobs`` = :meth:`logprobs` (the others unchanged)."""
+        extras = batch.extras.replace(ref_logprobs=self.logprobs(batch))
         return PolicyBatch(
             input_ids=batch.input_ids,
             prompt_lengths=batch.prompt_lengths,

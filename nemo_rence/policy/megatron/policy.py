@@ -507,7 +507,7 @@ class MegatronPolicy:
                 rows=rows,
                 response_mask=mask[rows].to(self._device),
                 group_ids=batch.group_ids[rows].to(self._device),
-                extras={k: v[rows].to(self._device) for k, v in batch.extras.items()},
+                extras=batch.extras.select(rows, self._device),
                 num_groups_global=max(num_groups, 1),
                 num_tokens_global=max(num_tokens, 1),
                 num_micro_batches=len(plans),

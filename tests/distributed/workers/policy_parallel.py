@@ -119,7 +119,7 @@ def run_layout(tp: int, pp: int, ref: dict, label: str, **policy_kw: Any) -> Non
     pc.check(f"export_weights_{label}_equals_tp1")
 
     full = pc.with_old_logprobs(pc.make_batch(), ref["lp0"])
-    torch.testing.assert_close(full.extras["old_logprobs"], ref["old_logprobs"])
+    torch.testing.assert_close(full.extras.old_logprobs, ref["old_logprobs"])
     if info.dp == 2:  # each DP rank: half of the groups
         groups = [10, 11] if info.dp_rank == 0 else [12, 13]
         batch = pc.rows_of_groups(full, groups)

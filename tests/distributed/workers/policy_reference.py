@@ -185,7 +185,7 @@ def main(out_dir: Path) -> None:
         {
             "hf0": hf0,
             "lp0": lp0,
-            "old_logprobs": batch.extras["old_logprobs"],
+            "old_logprobs": batch.extras.old_logprobs,
             "metrics": metrics,
             "grads": grads,
             "hf1": hf1,

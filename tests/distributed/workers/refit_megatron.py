@@ -64,7 +64,7 @@ def main(tp: int, share: bool) -> None:
             [type("P", (), {"id": str(i)})() for i in range(2)], prompts, out, results
         )
     )
-    batch.extras["old_logprobs"] = policy.logprobs(batch)
+    batch.extras.old_logprobs = policy.logprobs(batch)
     for _ in range(2):  # perturb the policy with two ReNCE steps
         policy.train_step(batch, algorithm_loss("rence", {"alpha": 0.5, "beta": 1.0}))
     new = policy.logprobs(batch)

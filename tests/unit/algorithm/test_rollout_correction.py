@@ -120,7 +120,7 @@ def test_every_loss_accepts_every_mode_same_value_gradient_reweighted(name, fiel
 def test_a_correction_needs_the_engine_logprobs_in_the_batch():
     old, engine, mask, gids = _inputs()
     mb = _micro(old, engine, mask, gids, torch.zeros(6, dtype=torch.float64))
-    del mb.extras["engine_logprobs"]  # type: ignore[attr-defined]
+    mb.extras.engine_logprobs = None
     with pytest.raises(KeyError, match="engine_logprobs"):
         algorithm_loss("rence", correction=CorrectionConfig("seq_tis"))(old.clone(), mb)
 

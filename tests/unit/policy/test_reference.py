@@ -27,7 +27,7 @@ class _Toy:
         return lp.gather(1, batch.input_ids[:, 1:2] % 4).detach()
 
     def train_step(self, batch: PolicyBatch, loss_fn, lr=None):
-        self.seen_ref.append(batch.extras["ref_logprobs"].clone())
+        self.seen_ref.append(batch.extras.ref_logprobs.clone())
         with torch.no_grad():
             self.model.weight.add_(1.0)
         self.steps += 1

@@ -50,9 +50,9 @@ def test_policy_batch_follows_the_padding_contract():
     assert batch.prompt_lengths.tolist() == [2, 2, 1, 1]
     assert batch.response_lengths.tolist() == [3, 1, 2, 0]
     assert batch.group_ids.tolist() == [0, 0, 1, 1]
-    torch.testing.assert_close(batch.extras["rewards"], torch.tensor([1.0, 0.1, 0.0, 1.0]))
+    torch.testing.assert_close(batch.extras.rewards, torch.tensor([1.0, 0.1, 0.0, 1.0]))
     torch.testing.assert_close(
-        batch.extras["engine_logprobs"],
+        batch.extras.engine_logprobs,
         torch.tensor(
             [[-0.1, -0.2, -0.3], [-0.4, 0, 0], [-0.5, -0.6, 0], [0, 0, 0]], dtype=torch.float32
         ),
@@ -64,7 +64,7 @@ def test_select_groups_keeps_whole_groups_and_the_response_width():
     batch = groups_to_policy_batch(_groups())
     sub = select_groups(batch, [1])
     assert sub.group_ids.tolist() == [1, 1] and sub.width == 3
-    assert sub.extras["rewards"].tolist() == [0.0, 1.0]
+    assert sub.extras.rewards.tolist() == [0.0, 1.0]
 
 
 def test_mini_batches_cover_every_group_once_per_pass():

@@ -48,10 +48,10 @@ class _Policy:
         self.seen: list[dict[str, torch.Tensor]] = []
 
     def logprobs(self, batch: PolicyBatch) -> torch.Tensor:
-        return batch.extras["engine_logprobs"] + self.engine_gap * batch.response_mask
+        return batch.extras.engine_logprobs + self.engine_gap * batch.response_mask
 
     def train_step(self, batch: PolicyBatch, loss_fn, lr=None):
-        self.seen.append(dict(batch.extras))
+        self.seen.append(batch.extras.present())
         mask = batch.response_mask
         micro = MicroBatch(
             rows=torch.arange(batch.size),
@@ -62,7 +62,7 @@ class _Policy:
             num_tokens_global=int(mask.sum()),
             num_micro_batches=1,
         )
-        lp = (batch.extras["old_logprobs"] + self.shift * mask).requires_grad_(True)
+        lp = (batch.extras.old_logprobs + self.shift * mask).requires_grad_(True)
         loss, metrics = loss_fn(lp, micro)
         out = {k: float(torch.as_tensor(v).float().mean()) for k, v in metrics.items()}
         return {**out, "policy/loss": float(loss.detach()), "train/skipped_steps": 0.0}
