@@ -207,4 +207,18 @@ def mismatch_metrics(
         hit = tok.any(-1)
     out[f"mismatch/{kind}_tokens"] = float(tok.sum()) / n_tok
     out[f"mismatch/{kind}_seqs"] = float(hit.sum()) / n_seq
+    out.update(seq_log_ratio_histogram(seq[has]))
     return out
+
+
+SEQ_LOG_RATIO_BINS = (-1.0, -0.1, -0.01, 0.01, 0.1, 1.0)
+"""Inner edges of the histogram of sequence log-ratios log(pi_old / pi_eng)(y|x): 7 bins."""
+
+
+def seq_log_ratio_histogram(seq: Tensor) -> dict[str, float]:
+    """Rollouts per bin of :data:`SEQ_LOG_RATIO_BINS` as ``mismatch/seq_log_ratio_hist/<i>``
+    (bin i holds ``edges[i-1] <= x < edges[i]``, with -inf and +inf at the ends)."""
+    edges = torch.tensor(SEQ_LOG_RATIO_BINS, dtype=seq.dtype)
+    bins = torch.bucketize(seq.detach().cpu(), edges, right=True)
+    counts = torch.bincount(bins, minlength=len(SEQ_LOG_RATIO_BINS) + 1)
+    return {f"mismatch/seq_log_ratio_hist/{i}": float(c) for i, c in enumerate(counts.tolist())}

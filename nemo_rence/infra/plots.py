@@ -21,6 +21,11 @@ CHARTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "response_length": ("response tokens (mean)", ("rollout/response_tokens_mean",)),
     "refit_gap": ("engine vs policy logprob gap", ("refit/logprob_gap", "refit/logprob_gap_max")),
     "eval": ("held-out (greedy)", ("eval/accuracy", "eval/boxed")),
+    "benchmarks": ("benchmarks: mean avg@k", ("eval/avg",)),
+    "mismatch": (
+        "engine-trainer mismatch",
+        ("mismatch/kl", "mismatch/truncated_seqs", "mismatch/masked_seqs"),
+    ),
 }
 
 
@@ -67,22 +72,43 @@ def write_plots(run_dir: str | Path) -> list[Path]:
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
-    hist: dict[float, float] = {}
+    rho = _histogram(rows, "filter/rho_hist/", float)
+    if rho:
+        labels = [f"{r:.2f}" for r in sorted(rho)]
+        title = "rho(x) of every rolled-out group (all iterations)"
+        written.append(_bar(out_dir / "rho_histogram.png", labels, [rho[r] for r in sorted(rho)],
+                            title, "rho", "groups"))  # fmt: skip
+    seq = _histogram(rows, "mismatch/seq_log_ratio_hist/", int)
+    if seq:
+        from nemo_rence.algorithm.correction import SEQ_LOG_RATIO_BINS
+
+        edges = ["-inf", *(f"{e:g}" for e in SEQ_LOG_RATIO_BINS), "inf"]
+        labels = [f"[{edges[i]},{edges[i + 1]})" for i in sorted(seq)]
+        title = "sequence log(pi_old / pi_engine) of every rollout (all iterations)"
+        written.append(_bar(out_dir / "seq_log_ratio_histogram.png", labels,
+                            [seq[i] for i in sorted(seq)], title, "log-ratio", "rollouts"))  # fmt: skip
+    return written
+
+
+def _histogram(rows: Sequence[dict], prefix: str, key_type: type) -> dict:
+    """Bin -> count summed over every row's ``<prefix><bin>`` metrics."""
+    hist: dict = {}
     for row in rows:
         for key, value in row.items():
-            if key.startswith("filter/rho_hist/") and value is not None:
-                rho = float(key.rsplit("/", 1)[1])
-                hist[rho] = hist.get(rho, 0.0) + float(value)
-    if hist:
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        rhos = sorted(hist)
-        ax.bar([f"{r:.2f}" for r in rhos], [hist[r] for r in rhos])
-        ax.set(
-            title="rho(x) of every rolled-out group (all iterations)", xlabel="rho", ylabel="groups"
-        )
-        fig.tight_layout()
-        path = out_dir / "rho_histogram.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
-    return written
+            if key.startswith(prefix) and value is not None:
+                b = key_type(key.rsplit("/", 1)[1])
+                hist[b] = hist.get(b, 0.0) + float(value)
+    return hist
+
+
+def _bar(path: Path, labels: list[str], values: list[float], title: str, x: str, y: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.bar(labels, values)
+    ax.set(title=title, xlabel=x, ylabel=y)
+    ax.tick_params(axis="x", labelsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

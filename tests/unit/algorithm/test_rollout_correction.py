@@ -280,3 +280,11 @@ def test_correction_config_errors_name_the_field():
         ["model=tiny", "rollout.reuse_logprobs=false", "rollout_correction.mode=seq_mask"]
     )
     assert cfg.rollout_correction == CorrectionConfig("seq_mask", 2.0)
+
+
+def test_the_sequence_log_ratio_histogram_counts_every_rollout_in_its_bin():
+    from nemo_rence.algorithm.correction import seq_log_ratio_histogram
+
+    seq = torch.tensor([-5.0, -0.5, -0.05, 0.0, 0.005, 0.05, 0.5, 5.0, 1.0])
+    hist = seq_log_ratio_histogram(seq)
+    assert [hist[f"mismatch/seq_log_ratio_hist/{i}"] for i in range(7)] == [1, 1, 1, 2, 1, 1, 2]
