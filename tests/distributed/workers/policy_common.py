@@ -75,7 +75,7 @@ def with_old_logprobs(batch: PolicyBatch, logprobs: Tensor) -> PolicyBatch:
     """pi_old = the scored logprobs plus fixed noise, so that ratios and KL are non-trivial."""
     g = torch.Generator().manual_seed(7)
     old = (logprobs + 0.05 * torch.randn(logprobs.shape, generator=g)) * batch.response_mask
-    extras = {**batch.extras, "old_logprobs": old}
+    extras = batch.extras.replace(old_logprobs=old)
     return PolicyBatch(
         batch.input_ids, batch.prompt_lengths, batch.response_lengths, batch.group_ids, extras
     )
@@ -88,7 +88,7 @@ def rows_of_groups(batch: PolicyBatch, groups: list[int]) -> PolicyBatch:
         batch.prompt_lengths[rows],
         batch.response_lengths[rows],
         batch.group_ids[rows],
-        {k: v[rows] for k, v in batch.extras.items()},
+        batch.extras.select(rows),
         response_width=batch.width,
     )
 
