@@ -150,7 +150,11 @@ def build_engine(cfg: TrainConfig, hf_dir: Path, tokenizer: Any, eos_ids: tuple[
 
 
 def build_components(cfg: TrainConfig, work_dir: Path) -> Components:
-    """Everything the trainer drives, in the order of the module docstring (collective)."""
+    """Everything the trainer drives, in the order of the module docstring (collective).
+
+    Long on purpose: the build order is the contract (cheap checks before megatron starts, rank 0
+    prepares the model directory while the others wait), so it reads as one sequence.
+    """
     from transformers import AutoTokenizer
 
     from nemo_rence.arch import ArchSpec

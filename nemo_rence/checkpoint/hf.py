@@ -390,6 +390,8 @@ def save_hf_dir(
     is assembled in a temp dir and renamed into place. ``extra_files_from``: a directory whose
     tokenizer / generation files (everything but weights and config) are copied along.
     ``progress``: show a tqdm bar (``total``: the number of tensors, if known).
+
+    Long on purpose: one streaming pass (cast, shard, write, index) whose state is the open shard.
     """
     from safetensors.torch import save_file
 

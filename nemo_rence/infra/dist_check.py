@@ -73,6 +73,8 @@ def write_checkpoint(ckpt_dir: Path, step: int, state: dict[str, Any]) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The check script: its checks run in order on one page (long on purpose: each step is a
+    few lines and logs one CHECK line)."""
     ap = argparse.ArgumentParser(prog="python -m nemo_rence.infra.dist_check", description=__doc__)
     ap.add_argument("--out", required=True, help="run directory")
     ap.add_argument("--steps", type=int, default=2)

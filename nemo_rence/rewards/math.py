@@ -631,6 +631,9 @@ def equivalence(
 
     Returns:
         ``(equal, method)``; see :class:`RewardResult` for the method names.
+
+    Long on purpose: the decision order (fast path, then math-verify on the answer and on the
+    whole text) reads top to bottom; each branch cites its suite case.
     """
     p, g = answer_text(pred), answer_text(gold)
     if not p or not g:
