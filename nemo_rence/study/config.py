@@ -73,6 +73,9 @@ class SlurmSettings:
 
     nodes: int = 1
     gpus_per_node: int = 8
+    """GPUs (and tasks) per node; 0: a CPU job."""
+    ntasks_per_node: int = 0
+    """Tasks per node (0: submit.sh's default, one per GPU or 2 for a CPU job)."""
     time: str = "04:00:00"
     partition: str = ""
     account: str = ""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -406,7 +407,7 @@ def render_markdown(study: StudyConfig, report: Mapping[str, Any], plots: Sequen
         )
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots]
-    return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n"
 
 
 def write_plots(study: StudyConfig, study_dir: Path, report: Mapping[str, Any]) -> list[Path]:

@@ -240,6 +240,8 @@ def slurm_command(
     for flag, value in (("--partition", s.partition), ("--account", s.account)):
         if value:
             cmd += [flag, value]
+    if s.ntasks_per_node:
+        cmd += ["--ntasks-per-node", str(s.ntasks_per_node)]
     if s.container:
         cmd += ["--container", s.container]
     if dry_run:
