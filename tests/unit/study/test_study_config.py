@@ -87,3 +87,19 @@ def test_unknown_scale_and_unknown_preset_list_what_exists():
         load_study("rence_vs_baselines", "huge")
     with pytest.raises(ConfigError, match=r"cpu_quick"):
         load_study("no_such_study")
+
+
+def test_cli_refuses_an_unknown_study_with_exit_2(capsys):
+    from nemo_rence.cli import main
+
+    assert main(["study", "no_such_study"]) == 2
+    assert "presets" in capsys.readouterr().err
+
+
+def test_cli_dry_run_prints_one_train_command_per_run_and_trains_nothing(capsys, tmp_path):
+    from nemo_rence.cli import main
+
+    assert main(["study", "cpu_quick", "--dry-run", "--out-dir", str(tmp_path)]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if " train " in x]
+    assert len(lines) == 9 and all("run.budget_amount=640" in x for x in lines)
+    assert not (tmp_path / "rence").exists()
