@@ -22,8 +22,12 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("study", help="a study file (YAML/JSON) or a preset in conf/study/")
-    parser.add_argument("--scale", default="", help="a variant of the preset (cpu | paper)")
-    parser.add_argument("--out-dir", default="", help="study directory (default: runs/study-NAME)")
+    parser.add_argument(
+        "--scale", default="", help="a variant of the study (cpu | paper; default: its first)"
+    )
+    parser.add_argument(
+        "--out-dir", default="", help="study directory (default: runs/study-NAME[-SCALE])"
+    )
     parser.add_argument(
         "--executor", default="", help="local | slurm | gpus (default: the study's)"
     )
@@ -58,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         spec = runs.plan_runs(study, study_dir)[index]
         cmd = runs.train_command(study, spec)
         os.execv(cmd[0], cmd)
-    study_dir = Path(args.out_dir or f"runs/study-{study.name}")
+    default_dir = f"runs/study-{study.name}" + (f"-{study.scale}" if study.scale else "")
+    study_dir = Path(args.out_dir or default_dir)
     specs = runs.plan_runs(study, study_dir)
     pending = [s for s in specs if not runs.is_done(study, s)]
     print(

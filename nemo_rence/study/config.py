@@ -16,6 +16,7 @@ A preset in ``conf/study/NAME.yaml`` (or any YAML path)::
       paper: {overrides: [...], budget: {...}, seeds: [...], executor: slurm}
 
 A scale's ``overrides`` are appended to the common ones; its other keys replace the top level's.
+Without ``--scale``, a study with scales uses the first one listed.
 """
 
 from __future__ import annotations
@@ -138,6 +139,7 @@ class StudyConfig:
         data = dict(data)
         scales = data.pop("scales", None) or {}
         resolved = str(data.pop("scale", "") or "")  # a resolved study (study-config.json)
+        scale = scale or (next(iter(scales)) if scales else "")  # the first scale by default
         if scale:
             if scale not in scales:
                 raise ConfigError(

@@ -103,3 +103,8 @@ def test_cli_dry_run_prints_one_train_command_per_run_and_trains_nothing(capsys,
     lines = [x for x in capsys.readouterr().out.splitlines() if " train " in x]
     assert len(lines) == 9 and all("run.budget_amount=640" in x for x in lines)
     assert not (tmp_path / "rence").exists()
+
+
+def test_without_a_scale_the_first_listed_is_used():
+    assert load_study("rence_vs_baselines").scale == "cpu"
+    assert "run.time_budget_min=0" in load_study("rence_ablations").overrides
