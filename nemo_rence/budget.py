@@ -15,16 +15,29 @@ budget ``T``, the last evaluation's time ``e``):
   (:class:`nemo_rence.algorithm.filter.SearchInterrupted`).
 
 The first draw of each search always runs, so resumed runs always make progress.
+
+``run.budget_kind`` / ``run.budget_amount`` (:class:`SpendBudget`) is the same decision on what
+the run has *spent* rather than on the clock: rollouts generated (the filter's rejected ones
+included), tokens generated, optimizer steps, or minutes in the training stages. With ``s`` spent
+so far, ``c`` the last iteration's cost and ``A`` the amount, another iteration starts only if
+``s < A`` and ``s + c <= A``; another draw of the batch search only if
+``s + (draws so far + 1) * (last search's cost per draw) + (last iteration's cost outside its
+search) <= A``. An iteration whose cost is constant (the filter off, or optimizer steps) therefore
+spends the budget exactly; otherwise a run stops at most one iteration's (one draw's) cost short.
+What an iteration cost is read from its metrics row (:func:`iteration_cost`), so a resumed run
+recounts it from ``metrics.jsonl`` and ``nemo-rence study`` counts it the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import time
-from collections.abc import Callable, Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Protocol
 
-__all__ = ["StopPolicy", "TimeBudget"]
+__all__ = ["SpendBudget", "StopPolicy", "TimeBudget", "iteration_cost", "spent_per_iteration"]
 
 
 class TimeBudget:
@@ -98,6 +111,107 @@ class TimeBudget:
         )
 
 
+def iteration_cost(kind: str, row: Mapping[str, Any], n_update: int) -> tuple[float, float]:
+    """(whole cost, batch-search share) of one training iteration's metrics row, in ``kind``.
+
+    rollouts: ``filter/rollouts`` (every rollout generated, rejected ones included); tokens:
+    ``filter/rollouts * rollout/response_tokens_mean`` (the rejected groups' lengths are not
+    logged: the accepted groups' mean stands for them); optimizer_steps: ``n_update`` (none in
+    the search); wall_clock_min: the sum of the ``time/*`` stages / 60 (``time/rollout`` in the
+    search; evaluation and checkpoints are not counted).
+    """
+    rollouts = float(row.get("filter/rollouts") or 0.0)
+    if kind == "rollouts":
+        return rollouts, rollouts
+    if kind == "tokens":
+        tokens = rollouts * float(row.get("rollout/response_tokens_mean") or 0.0)
+        return tokens, tokens
+    if kind == "optimizer_steps":
+        return float(n_update), 0.0
+    if kind == "wall_clock_min":
+        stages = sum(float(v or 0.0) for k, v in row.items() if k.startswith("time/"))
+        return stages / 60.0, float(row.get("time/rollout") or 0.0) / 60.0
+    raise ValueError(f"unknown budget kind {kind!r}")
+
+
+def spent_per_iteration(
+    rows: Iterable[Mapping[str, Any]], kind: str, n_update: int, upto: int | None = None
+) -> dict[int, float]:
+    """iteration -> its cost, from ``metrics.jsonl`` rows (training rows: ``filter/rollouts``).
+
+    The last row of an iteration counts (a resumed run may have logged one twice); iterations
+    after ``upto`` (logged, but not in the checkpoint a run resumed from) are left out.
+    """
+    costs: dict[int, float] = {}
+    for row in rows:
+        it = int(row.get("iteration", 0))
+        if "filter/rollouts" in row and it >= 1 and (upto is None or it <= upto):
+            costs[it] = iteration_cost(kind, row, n_update)[0]
+    return dict(sorted(costs.items()))
+
+
+class SpendBudget:
+    """``run.budget_amount`` of ``run.budget_kind`` (module doc); ``amount = 0``: no budget."""
+
+    def __init__(self, kind: str, amount: float, n_update: int = 1) -> None:
+        self.kind, self.amount, self.n_update = kind, amount, n_update
+        self.spent = 0.0
+        self.last: tuple[float, float, int] | None = None
+        """The last iteration's (cost, search share, draws)."""
+
+    def record(self, metrics: Mapping[str, Any]) -> None:
+        """Add one finished iteration's cost (its metrics row)."""
+        cost, search = iteration_cost(self.kind, metrics, self.n_update)
+        self.spent += cost
+        self.last = (cost, search, max(int(metrics.get("filter/draws") or 1), 1))
+
+    def restore(self, metrics_file: Path | None, iteration: int) -> None:
+        """A resumed run: recount the iterations up to the checkpoint's from ``metrics.jsonl``."""
+        if self.amount <= 0 or metrics_file is None or not metrics_file.is_file():
+            return
+        rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+        last = {int(r["iteration"]): r for r in rows if "filter/rollouts" in r}
+        costs = spent_per_iteration(rows, self.kind, self.n_update, upto=iteration)
+        if costs:
+            self.record(last[max(costs)])  # the last iteration predicts the next
+        self.spent = sum(costs.values())
+
+    def over(self) -> bool:
+        """True when the next iteration would spend more than the amount (rank 0's view)."""
+        if self.amount <= 0:
+            return False
+        return self.spent >= self.amount or (
+            self.last is not None and self.spent + self.last[0] > self.amount
+        )
+
+    def exhausted(self) -> bool:
+        """Rank 0's verdict on every rank (only rank 0 recounts a resumed run's history)."""
+        from nemo_rence.infra.distributed import broadcast_object
+
+        return broadcast_object(self.over()) if self.amount > 0 else False
+
+    def search_guard(self) -> Callable[[], bool]:
+        """``should_stop`` for one batch search: True when another draw would overspend."""
+        draws = [0]
+
+        def should_stop() -> bool:
+            draws[0] += 1  # asked before every draw but the first: draws[0] have run
+            if self.amount <= 0 or self.last is None:
+                return False
+            cost, search, n = self.last
+            per_draw, rest = search / n, cost - search
+            return self.spent + (draws[0] + 1) * per_draw + rest > self.amount
+
+        return should_stop
+
+    def explain(self) -> str:
+        last = f"; the last iteration spent {self.last[0]:g}" if self.last else ""
+        return (
+            f"{self.spent:g} of run.budget_amount={self.amount:g} {self.kind} spent"
+            f"{last}: another iteration would exceed it"
+        )
+
+
 class SignalFlag(Protocol):
     """What a signal handler leaves behind (:class:`nemo_rence.signals.StopFlag`)."""
 
@@ -111,16 +225,20 @@ class SignalFlag(Protocol):
 
 
 class StopPolicy:
-    """The run's one answer to "stop now?": a signal arrived, or the time budget is spent.
+    """The run's one answer to "stop now?": a signal arrived, or the time or spend budget is spent.
 
     ``before_iteration()`` is asked before each iteration (rank 0's budget verdict on every
     rank); ``search_guard()`` is the ``should_stop`` of a batch search (a signal, or another
-    draw would not fit the budget).
+    draw would not fit a budget). ``label`` names the budget that stopped the run.
     """
 
-    def __init__(self, budget: TimeBudget, flag: SignalFlag | None = None) -> None:
+    def __init__(
+        self, budget: TimeBudget, flag: SignalFlag | None = None, spend: SpendBudget | None = None
+    ) -> None:
         self.budget = budget
         self.flag = flag
+        self.spend = spend if spend is not None else SpendBudget("rollouts", 0.0)
+        self.label = "time budget"
 
     @property
     def signal(self) -> int | None:
@@ -131,9 +249,28 @@ class StopPolicy:
         return self.flag.exit_code if self.flag is not None else 0
 
     def search_guard(self) -> Callable[[], bool]:
-        guard = self.budget.search_guard()
-        return lambda: self.signal is not None or guard()
+        guard, spend = self.budget.search_guard(), self.spend.search_guard()
+
+        def should_stop() -> bool:
+            if self.signal is not None or guard():
+                return True
+            if spend():
+                self.label = "budget"
+                return True
+            return False
+
+        return should_stop
+
+    def record(self, metrics: Mapping[str, Any]) -> None:
+        """A finished iteration's metrics: what it spent."""
+        self.spend.record(metrics)
 
     def before_iteration(self) -> str | None:
         """Why the next iteration must not start (the budget's explanation), or None."""
-        return self.budget.explain() if self.budget.exhausted() else None
+        if self.budget.exhausted():
+            self.label = "time budget"
+            return self.budget.explain()
+        if self.spend.exhausted():
+            self.label = "budget"
+            return self.spend.explain()
+        return None

@@ -44,6 +44,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "nemo_rence.rewards.cli:add_arguments",
         "grade a jsonl of responses with the math reward (1 / 0.1 / 0)",
     ),
+    "study": (
+        "nemo_rence.study.cli:run",
+        "nemo_rence.study.cli:add_arguments",
+        "compare arms (overrides) over seeds at one equal budget: runs, report, intervals",
+    ),
     "eval": (
         "nemo_rence.evaluation.cli:run",
         "nemo_rence.evaluation.cli:add_arguments",

@@ -60,6 +60,8 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 ENGINE_NAMES = ("hf", "trtllm", "vllm")
 """``rollout.engine`` choices: the names of :data:`nemo_rence.build.ENGINES` (which imports torch;
 the config check must not), kept equal by a test."""
+BUDGET_KINDS = ("rollouts", "tokens", "optimizer_steps", "wall_clock_min")
+"""What ``run.budget_kind`` may count (:class:`nemo_rence.budget.SpendBudget`)."""
 
 
 def _one_of(section: str, name: str, value: Any, allowed: Sequence[Any]) -> None:
@@ -306,6 +308,15 @@ class RunConfig:
     draw) that, with the final held-out evaluation, would exceed it; it then checkpoints (an
     interrupted search keeps its groups, and a resumed run continues it), evaluates and reports
     as usual (:mod:`nemo_rence.budget`)."""
+    budget_kind: str = "rollouts"
+    """What ``run.budget_amount`` counts (:class:`nemo_rence.budget.SpendBudget`): 'rollouts'
+    generated (the filter's rejected ones included: ``filter/rollouts``), 'tokens' generated
+    (rollouts x mean response tokens), 'optimizer_steps', or 'wall_clock_min' (minutes spent in
+    the training stages, ``time/*``: evaluation and checkpoints excluded)."""
+    budget_amount: float = 0.0
+    """Stop before the iteration (or the batch-search draw) that would spend more than this
+    much of ``run.budget_kind`` (0: no budget); the run then checkpoints and evaluates as after
+    the time budget. ``nemo-rence study`` gives every arm the same one."""
     resume: str = "auto"
     """What a run directory that already holds a run does (:mod:`nemo_rence.run_state`):
     'auto' resumes its newest complete checkpoint, starts fresh where there is no run, and
@@ -320,6 +331,8 @@ class RunConfig:
         _positive("run", "save_every", self.save_every, strict=False)
         _positive("run", "keep_checkpoints", self.keep_checkpoints)
         _positive("run", "time_budget_min", self.time_budget_min, strict=False)
+        _one_of("run", "budget_kind", self.budget_kind, BUDGET_KINDS)
+        _positive("run", "budget_amount", self.budget_amount, strict=False)
         _positive("run", "malloc_mmap_threshold_mb", self.malloc_mmap_threshold_mb, strict=False)
 
 

@@ -38,7 +38,7 @@ from nemo_rence.batching import (
     rollouts_to_groups,
     select_groups,
 )
-from nemo_rence.budget import SignalFlag, StopPolicy, TimeBudget
+from nemo_rence.budget import SignalFlag, SpendBudget, StopPolicy, TimeBudget
 from nemo_rence.config import TrainConfig
 from nemo_rence.data.records import PromptRecord
 from nemo_rence.infra.distributed import broadcast_object
@@ -488,9 +488,12 @@ class Trainer:
         """
         run = self.cfg.run
         budget = TimeBudget(run.time_budget_min * 60.0, launched or time.perf_counter())
-        stop = StopPolicy(budget, flag)
+        spend = SpendBudget(run.budget_kind, run.budget_amount, self.cfg.optim.n_update)
+        stop = StopPolicy(budget, flag, spend)
         result = FitResult("completed")
         resumed = checkpoints.resume(self)
+        if resumed and self.logger is not None:  # what the resumed iterations spent
+            spend.restore(self.logger.run_dir / "metrics.jsonl", self.iteration)
         if stop.signal is not None:  # arrived during start-up: nothing new to save
             message = f"signal {stop.signal} during start-up: exiting"
             return FitResult("signal", message, stop.exit_code)
@@ -508,12 +511,13 @@ class Trainer:
             if reason is not None:
                 result.stopped, result.message = "time_budget", reason
                 if self.is_main:
-                    print(f"time budget: {reason}", flush=True)
+                    print(f"{stop.label}: {reason}", flush=True)
                 break
             try:  # the whole step (periodic evaluation, checkpoint) predicts the next one
                 with stop.budget.timing_iteration():
                     metrics = self.train_iteration(stop.search_guard())
                     stop.budget.record_search(metrics.get("time/rollout", 0.0))
+                    stop.record(metrics)
                     bar.update(1)
                     bar.set_postfix(_summary(metrics))
                     self._after_iteration(checkpoints)
@@ -531,7 +535,7 @@ class Trainer:
                     return FitResult("signal", message, stop.exit_code, path)
                 result.stopped, result.message, interrupted = "time_budget", str(stopped), True
                 if self.is_main:
-                    print(f"\ntime budget: {stopped}", flush=True)
+                    print(f"\n{stop.label}: {stopped}", flush=True)
                 break
         bar.close()
         latest = checkpoints.latest()

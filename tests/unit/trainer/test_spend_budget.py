@@ -1,0 +1,89 @@
+"""``run.budget_kind`` / ``run.budget_amount``: what an iteration spends and when the run stops."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nemo_rence.budget import SpendBudget, StopPolicy, TimeBudget, iteration_cost
+from nemo_rence.config import ConfigError, RunConfig
+
+ROW = {
+    "iteration": 1,
+    "filter/rollouts": 24.0,
+    "filter/draws": 3.0,
+    "rollout/response_tokens_mean": 10.0,
+    "time/rollout": 30.0,
+    "time/update": 60.0,
+    "time/refit": 30.0,
+}
+
+
+def test_iteration_cost_of_each_kind():
+    assert iteration_cost("rollouts", ROW, 4) == (24.0, 24.0)
+    assert iteration_cost("tokens", ROW, 4) == (240.0, 240.0)
+    assert iteration_cost("optimizer_steps", ROW, 4) == (4.0, 0.0)
+    assert iteration_cost("wall_clock_min", ROW, 4) == (pytest.approx(2.0), pytest.approx(0.5))
+
+
+def test_constant_cost_iterations_spend_the_budget_exactly():
+    spend = SpendBudget("rollouts", 48.0)
+    assert not spend.over()  # the first iteration always starts
+    spend.record(ROW)
+    assert not spend.over()  # 24 + 24 <= 48
+    spend.record(ROW)
+    assert spend.spent == 48.0 and spend.over()
+
+
+def test_stops_before_an_iteration_that_would_overspend():
+    spend = SpendBudget("rollouts", 40.0)
+    spend.record(ROW)
+    assert spend.over()  # 24 + 24 > 40: stop with 24 spent, never more than 40
+    assert "24 of run.budget_amount=40 rollouts" in spend.explain()
+
+
+def test_search_guard_stops_before_the_draw_that_would_overspend():
+    spend = SpendBudget("rollouts", 50.0)
+    spend.record(ROW)  # 24 spent, 8 rollouts per draw last time
+    guard = spend.search_guard()
+    assert not guard()  # 1 draw done, a 2nd: 24 + 16 <= 50
+    assert not guard()  # a 3rd: 24 + 24 <= 50
+    assert guard()  # a 4th: 24 + 32 > 50
+
+
+def test_stop_policy_names_the_spend_budget():
+    policy = StopPolicy(TimeBudget(0.0, 0.0), None, SpendBudget("optimizer_steps", 4.0, 4))
+    assert policy.before_iteration() is None
+    policy.record(ROW)
+    assert "4 of run.budget_amount=4 optimizer_steps" in (policy.before_iteration() or "")
+    assert policy.label == "budget"
+
+
+def test_zero_amount_means_no_budget():
+    spend = SpendBudget("rollouts", 0.0)
+    for _ in range(100):
+        spend.record(ROW)
+    assert not spend.over() and not spend.search_guard()()
+
+
+def test_restore_recounts_the_checkpointed_iterations(tmp_path):
+    rows = [
+        {"iteration": 0, "eval/accuracy": 0.0},
+        {**ROW, "iteration": 1, "filter/rollouts": 8.0},
+        {**ROW, "iteration": 2, "filter/rollouts": 16.0},
+        {**ROW, "iteration": 2, "filter/rollouts": 12.0},  # logged again after a resume
+        {**ROW, "iteration": 3, "filter/rollouts": 99.0},  # after the checkpoint resumed from
+    ]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spend = SpendBudget("rollouts", 30.0)
+    spend.restore(path, iteration=2)
+    assert spend.spent == 20.0
+    assert spend.over()  # 20 + 12 > 30
+
+
+@pytest.mark.parametrize(("field", "value"), [("budget_kind", "prompts"), ("budget_amount", -1)])
+def test_bad_budget_is_a_config_error(field, value):
+    with pytest.raises(ConfigError, match=rf"run\.{field}"):
+        RunConfig(**{field: value})
