@@ -33,7 +33,7 @@ and refuses a directory holding a run it cannot resume; ``must`` refuses unless 
 Best checkpoint (the paper reports "the checkpoint with the best average validation
 performance"): after each periodic and final held-out evaluation the loop calls
 :meth:`CheckpointManager.update_best`. A strictly higher ``eval/accuracy`` than the recorded best
-moves the ``best`` pointer (saving the evaluated iteration first when it has no checkpoint yet);
+(or ``eval/avg`` when the run evaluates ``eval.benchmarks``) moves the ``best`` pointer (saving the evaluated iteration first when it has no checkpoint yet);
 a TIE KEEPS THE EARLIER checkpoint (less training for the same score; the convention of
 Hugging Face's ``load_best_model_at_end``). The evaluation before training is not a candidate
 (the base model is not a run checkpoint). Keep-N rotation never deletes the checkpoint ``best``
@@ -95,9 +95,12 @@ MAY_CHANGE: tuple[str, ...] = (
     "run.max_refit_gap",
     "run.malloc_mmap_threshold_mb",
     "run.time_budget_min",
+    "run.budget_amount",
     "run.out_dir",
     "run.resume",
     "tracking",
+    "eval.every",
+    "eval.batch_size",
     "policy.recompute",
     "policy.layout",
 )
