@@ -7,7 +7,10 @@ Order (cheap checks first, so a bad path fails before megatron starts):
 2. tokenizer, prompt template, datasets (train / held-out), the resumable prompt sampler;
 3. torch.distributed + megatron parallel state (gloo on CPU, NCCL on GPU);
 4. the Megatron policy, loaded from the HF weights;
-5. the rollout engine (rank 0) on the same weights; the reward's grader pool.
+5. the rollout engines on the same weights, one on each rank that
+   :func:`~nemo_rence.rollout.layout.engine_layout` names (one per model replica for the
+   in-process 'hf' engine, one per ``rollout.tensor_parallel`` ranks otherwise); the reward's
+   grader pool.
 
 The result is a :class:`~nemo_rence.loop.Components`; :class:`~nemo_rence.loop.Trainer` drives
 it and ``Components.close()`` releases the grader's workers.
@@ -30,6 +33,7 @@ from nemo_rence.infra.distributed import barrier, check_world_size
 from nemo_rence.loop import Components
 from nemo_rence.model_sources import resolve_model_dir
 from nemo_rence.registry import Registry
+from nemo_rence.rollout.layout import engine_layout_of_config
 
 __all__ = ["ENGINES", "build_components", "build_engine", "resolve_eos_ids"]
 
@@ -181,7 +185,9 @@ def build_components(cfg: TrainConfig, work_dir: Path) -> Components:
     reference = build_reference(cfg, policy)  # only for a loss that declares it needs one
 
     eos_ids = resolve_eos_ids(hf_dir, tokenizer)
-    engine = build_engine(cfg, hf_dir, tokenizer, eos_ids) if info.rank == 0 else None
+    layout = engine_layout_of_config(cfg, info.world_size)
+    hosts = layout.replica_of(info.rank) is not None
+    engine = build_engine(cfg, hf_dir, tokenizer, eos_ids) if hosts else None
     if engine is not None and cfg.rollout.engine == "hf" and info.tp == info.pp == 1:
         # The hf engine shares the policy's parameters from the start (all but the fused q/k/v):
         # the weights exist once, and the copy it loaded is freed.
@@ -202,4 +208,5 @@ def build_components(cfg: TrainConfig, work_dir: Path) -> Components:
         heldout=heldout[: cfg.run.eval_size],
         data_metrics=data_metrics,
         reference=reference,
+        layout=layout,
     )
