@@ -22,7 +22,9 @@ pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 
 def _results(output: str) -> dict[int, dict]:
-    rows = [json.loads(ln[len("RESULT ") :]) for ln in output.splitlines() if ln.startswith("RESULT ")]
+    rows = [
+        json.loads(ln[len("RESULT ") :]) for ln in output.splitlines() if ln.startswith("RESULT ")
+    ]
     return {r["rank"]: r for r in rows}
 
 
