@@ -33,9 +33,9 @@ from nemo_rence.infra.distributed import barrier, check_world_size
 from nemo_rence.loop import Components
 from nemo_rence.model_sources import resolve_model_dir
 from nemo_rence.registry import Registry
-from nemo_rence.rollout.layout import engine_layout_of_config
+from nemo_rence.rollout.layout import EngineLayout, engine_layout_of_config
 
-__all__ = ["ENGINES", "build_components", "build_engine", "resolve_eos_ids"]
+__all__ = ["ENGINES", "build_components", "build_engine", "engine_placement", "resolve_eos_ids"]
 
 
 def _datasets(
@@ -127,6 +127,13 @@ def build_engine(cfg: TrainConfig, hf_dir: Path, tokenizer: Any, eos_ids: tuple[
     return ENGINES.get(cfg.rollout.engine)(cfg, hf_dir, tokenizer, eos_ids)
 
 
+def engine_placement(cfg: TrainConfig, rank: int, world_size: int) -> tuple[EngineLayout, bool]:
+    """The run's engines and whether ``rank`` builds one (``nemo-rence plan`` budgets the same
+    :func:`~nemo_rence.rollout.layout.engine_layout`)."""
+    layout = engine_layout_of_config(cfg, world_size)
+    return layout, layout.replica_of(rank) is not None
+
+
 def build_components(cfg: TrainConfig, work_dir: Path) -> Components:
     """Everything the trainer drives, in the order of the module docstring (collective)."""
     from transformers import AutoTokenizer
@@ -185,8 +192,7 @@ def build_components(cfg: TrainConfig, work_dir: Path) -> Components:
     reference = build_reference(cfg, policy)  # only for a loss that declares it needs one
 
     eos_ids = resolve_eos_ids(hf_dir, tokenizer)
-    layout = engine_layout_of_config(cfg, info.world_size)
-    hosts = layout.replica_of(info.rank) is not None
+    layout, hosts = engine_placement(cfg, info.rank, info.world_size)
     engine = build_engine(cfg, hf_dir, tokenizer, eos_ids) if hosts else None
     if engine is not None and cfg.rollout.engine == "hf" and info.tp == info.pp == 1:
         # The hf engine shares the policy's parameters from the start (all but the fused q/k/v):

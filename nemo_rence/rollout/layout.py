@@ -25,7 +25,13 @@ from dataclasses import dataclass
 
 from nemo_rence.errors import ConfigError
 
-__all__ = ["IN_PROCESS_ENGINES", "EngineLayout", "engine_layout", "engine_layout_of_config"]
+__all__ = [
+    "IN_PROCESS_ENGINES",
+    "EngineLayout",
+    "engine_layout",
+    "engine_layout_of_config",
+    "engine_tp_of",
+]
 
 IN_PROCESS_ENGINES = frozenset({"hf"})
 """Engines that run inside the trainer's process (TP 1, one per model replica)."""
@@ -58,6 +64,11 @@ class EngineLayout:
         return cls(world_size=world_size, engine_tp=1, hosts=(0,))
 
 
+def engine_tp_of(engine: str, rollout_tp: int) -> int:
+    """The TP size of each engine: 1 in process ('hf'), else ``rollout.tensor_parallel``."""
+    return 1 if engine in IN_PROCESS_ENGINES else rollout_tp
+
+
 def engine_layout(
     world_size: int, *, policy_tp: int, policy_pp: int, engine: str, engine_tp: int
 ) -> EngineLayout:
@@ -75,6 +86,7 @@ def engine_layout(
     if engine in IN_PROCESS_ENGINES:
         dp = world_size // (policy_tp * policy_pp)
         return EngineLayout(world_size, 1, tuple(d * policy_tp for d in range(dp)))
+    engine_tp = engine_tp_of(engine, engine_tp)
     if engine_tp < 1 or world_size % engine_tp:
         allowed = [d for d in range(1, world_size + 1) if world_size % d == 0]
         raise ConfigError(
