@@ -181,7 +181,7 @@ class Trainer:
     @property
     def engine(self) -> GenerationEngine:
         if self.parts.engine is None:
-            raise RuntimeError("only rank 0 has a rollout engine")
+            raise RuntimeError("this rank hosts no rollout engine (rollout.layout.engine_layout)")
         return self.parts.engine
 
     def rollout_and_grade(self, prompts: list[PromptRecord]) -> list[ScoredGroup]:

@@ -151,3 +151,15 @@ def test_per_prompt_uniforms_follow_each_prompts_own_generator():
     ref0 = torch.rand(2, 1, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     ref1 = torch.rand(1, 1, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     assert torch.equal(u, torch.cat([ref0, ref1]))
+
+
+def test_the_start_up_check_refuses_an_engine_tp_the_ranks_cannot_form():
+    from nemo_rence.config import compose
+    from nemo_rence.infra.distributed import check_world_size
+
+    cfg = compose(["model=tiny", "rollout.engine=vllm", "rollout.tensor_parallel=4"])
+    check_world_size(cfg, 8)
+    with pytest.raises(
+        ConfigError, match=r"rollout.tensor_parallel=4 does not divide the world size 2"
+    ):
+        check_world_size(cfg, 2)
