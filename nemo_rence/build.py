@@ -7,7 +7,10 @@ Order (cheap checks first, so a bad path fails before megatron starts):
 2. tokenizer, prompt template, datasets (train / held-out), the resumable prompt sampler;
 3. torch.distributed + megatron parallel state (gloo on CPU, NCCL on GPU);
 4. the Megatron policy, loaded from the HF weights;
-5. the rollout engine (rank 0) on the same weights; the reward's grader pool.
+5. the rollout engines on the same weights, one on each rank that
+   :func:`~nemo_rence.rollout.layout.engine_layout` names (one per model replica for the
+   in-process 'hf' engine, one per ``rollout.tensor_parallel`` ranks otherwise); the reward's
+   grader pool.
 
 The result is a :class:`~nemo_rence.loop.Components`; :class:`~nemo_rence.loop.Trainer` drives
 it and ``Components.close()`` releases the grader's workers.
@@ -30,11 +33,13 @@ from nemo_rence.infra.distributed import barrier, check_world_size
 from nemo_rence.loop import Components
 from nemo_rence.model_sources import resolve_model_dir
 from nemo_rence.registry import Registry
+from nemo_rence.rollout.layout import EngineLayout, engine_layout_of_config
 
 __all__ = [
     "ENGINES",
     "build_components",
     "build_engine",
+    "engine_placement",
     "load_benchmarks",
     "resolve_eos_ids",
 ]
@@ -149,6 +154,13 @@ def build_engine(cfg: TrainConfig, hf_dir: Path, tokenizer: Any, eos_ids: tuple[
     return ENGINES.get(cfg.rollout.engine)(cfg, hf_dir, tokenizer, eos_ids)
 
 
+def engine_placement(cfg: TrainConfig, rank: int, world_size: int) -> tuple[EngineLayout, bool]:
+    """The run's engines and whether ``rank`` builds one (``nemo-rence plan`` budgets the same
+    :func:`~nemo_rence.rollout.layout.engine_layout`)."""
+    layout = engine_layout_of_config(cfg, world_size)
+    return layout, layout.replica_of(rank) is not None
+
+
 def build_components(cfg: TrainConfig, work_dir: Path) -> Components:
     """Everything the trainer drives, in the order of the module docstring (collective).
 
@@ -211,7 +223,8 @@ def build_components(cfg: TrainConfig, work_dir: Path) -> Components:
     reference = build_reference(cfg, policy)  # only for a loss that declares it needs one
 
     eos_ids = resolve_eos_ids(hf_dir, tokenizer)
-    engine = build_engine(cfg, hf_dir, tokenizer, eos_ids) if info.rank == 0 else None
+    layout, hosts = engine_placement(cfg, info.rank, info.world_size)
+    engine = build_engine(cfg, hf_dir, tokenizer, eos_ids) if hosts else None
     if engine is not None and cfg.rollout.engine == "hf" and info.tp == info.pp == 1:
         # The hf engine shares the policy's parameters from the start (all but the fused q/k/v):
         # the weights exist once, and the copy it loaded is freed.
@@ -233,4 +246,5 @@ def build_components(cfg: TrainConfig, work_dir: Path) -> Components:
         data_metrics=data_metrics,
         benchmarks=load_benchmarks(cfg),
         reference=reference,
+        layout=layout,
     )

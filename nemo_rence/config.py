@@ -127,9 +127,15 @@ class RolloutConfig:
     tensor_parallel: int = 1
     """Tensor-parallel size of each rollout engine replica ('vllm' and 'trtllm'; independent of
     ``policy.tensor_parallel``). The 'hf' engine runs in the trainer's process and takes 1 only."""
+    seed_mode: str = "per_call"
+    """How a draw's rollouts are seeded (``nemo_rence.rollout.replicas``): 'per_call' (one seed
+    per engine call: the rollouts depend on how the draw is split over engine replicas) or
+    'per_prompt' (a seed per prompt from the draw's seed and the prompt's id: the same rollouts
+    with 1 or N replicas, where the engine's output for a prompt does not depend on its batch)."""
 
     def __post_init__(self) -> None:
         _one_of("rollout", "engine", self.engine, ENGINE_NAMES)
+        _one_of("rollout", "seed_mode", self.seed_mode, ["per_call", "per_prompt"])
         _positive("rollout", "tensor_parallel", self.tensor_parallel)
         if self.engine == "hf" and self.tensor_parallel != 1:
             raise ConfigError(

@@ -2,12 +2,14 @@
 
 One :meth:`Trainer.train_iteration`::
 
-    rollout   prompts -> K rollouts -> rewards -> filter (eq. 3, mastery, cache)   [rank 0]
+    rollout   prompts -> K rollouts -> rewards -> filter (eq. 3, mastery, cache)   [rank 0's
+              filter; each draw split over every engine replica, rollout/replicas.py]
     score     pi_old logprobs of the batch; engine-vs-policy refit check; mismatch metrics
     update    n_update optimizer steps on mini-batches of whole groups (the loss by name, with
               the rollout correction; pi_ref logprobs per mini-batch when the loss needs them)
     kl        adaptive KL coefficient update from the loss's declared trust-region KL
-    refit     new weights -> rollout engine (bucketed, versioned)
+    refit     new weights -> every rollout engine (bucketed, versioned); a colocated engine
+              releases its memory after the rollouts and reclaims it before the refit
 
 :meth:`Trainer.fit` is the whole run around it (torchtitan's ``Trainer.train``): resume, the
 evaluation before training, the iterations with periodic evaluation, the best checkpoint and
@@ -50,6 +52,8 @@ from nemo_rence.refit import RefitConfig, Refitter
 from nemo_rence.rewards.protocol import RewardFn
 from nemo_rence.rollout import GenerationEngine, SamplingParams
 from nemo_rence.rollout.graded import generate_and_grade
+from nemo_rence.rollout.layout import EngineLayout
+from nemo_rence.rollout.replicas import Draw, ReplicaPool, SeededEngine, prompt_seeds
 from nemo_rence.types import GroupRollouts, group_from_plain, group_to_plain
 
 __all__ = ["Components", "FitResult", "Trainer"]
@@ -61,7 +65,8 @@ class Components:
 
     policy: Policy
     engine: GenerationEngine | None
-    """The rollout engine; only rank 0 has one (it generates, grades and filters)."""
+    """This rank's rollout engine, on the ranks ``layout`` names (rank 0 always: it also
+    filters and evaluates); None elsewhere."""
     reward: RewardFn
     """Grades responses (``MathReward``: the paper's 1 / 0.1 / 0)."""
     encode: Callable[[PromptRecord], list[int]]
@@ -79,6 +84,9 @@ class Components:
     """What the data loaders read, kept and skipped (``data/...``), logged once at the start."""
     reference: ReferencePolicy | None = None
     """pi_ref, for a loss that declares it reads reference logprobs (``policy.reference``)."""
+    layout: EngineLayout | None = None
+    """Which ranks host an engine (:func:`~nemo_rence.rollout.layout.engine_layout`); None: one
+    engine, on rank 0."""
 
     def close(self) -> None:
         """Release what the components hold outside this process (the grader's workers)."""
@@ -150,6 +158,10 @@ class Trainer:
         self.sample_rng = random.Random(cfg.run.seed + 1)
         self.iteration = 0
         self._encoded: dict[str, list[int]] = {}
+        from nemo_rence.infra.distributed import rank
+
+        self.replicas = ReplicaPool(parts.layout or EngineLayout.single(), rank())
+        self._engine_asleep = False
 
     @property
     def policy(self) -> Policy:
@@ -175,29 +187,68 @@ class Trainer:
     @property
     def engine(self) -> GenerationEngine:
         if self.parts.engine is None:
-            raise RuntimeError("only rank 0 has a rollout engine")
+            raise RuntimeError("this rank hosts no rollout engine (rollout.layout.engine_layout)")
         return self.parts.engine
 
     def rollout_and_grade(self, prompts: list[PromptRecord]) -> list[ScoredGroup]:
-        """Algorithm 1 line 8: K rollouts of each prompt from pi_old, and their rewards."""
-        prompt_ids = [self._encode(p) for p in prompts]
+        """Algorithm 1 line 8: K rollouts of each prompt from pi_old, and their rewards (rank 0;
+        the engine replicas each generate a share of the draw)."""
+        params = self._sampling()
+        seeds = None
+        if self.cfg.rollout.seed_mode == "per_prompt":
+            assert params.seed is not None
+            seeds = prompt_seeds(params.seed, [p.id for p in prompts])
+        draw = Draw(list(prompts), [self._encode(p) for p in prompts], params, seeds)
+        return self.replicas.run(draw, self._generate_share)
+
+    def _generate_share(self, draw: Draw) -> list[ScoredGroup]:
+        """This rank's engine generates and grades ``draw`` (a replica's share of one draw)."""
+        if not draw.prompts:
+            return []
         graded = generate_and_grade(
-            self.engine,
-            prompts,
-            prompt_ids,
-            self._sampling(),
+            SeededEngine(self.engine, draw.seeds),
+            draw.prompts,
+            draw.prompt_ids,
+            draw.params,
             decode=self.parts.decode,
             reward=self.parts.reward,
             truncated_reward=self.cfg.rollout.truncated_reward,
         )
-        return rollouts_to_groups(prompts, prompt_ids, graded.rollouts, graded.results)
+        return rollouts_to_groups(draw.prompts, draw.prompt_ids, graded.rollouts, graded.results)
 
     def _search(self, should_stop: Callable[[], bool] | None) -> Any:
-        """Rank 0's filter search (its batch, or the SearchInterrupted that ended it)."""
+        """The filter search: rank 0's batch (or the SearchInterrupted that ended it); the other
+        ranks generate their replica's share of each draw until it ends, and return None."""
+        if not self.is_main:
+            self.replicas.serve(self._generate_share)
+            return None
+        self.replicas.reset_counts()
         try:
             return self.filter.next_batch(self.rollout_and_grade, should_stop)
         except SearchInterrupted as stopped:
             return stopped
+        finally:
+            self.replicas.finish()
+
+    def _release_engine(self) -> dict[str, float]:
+        """A colocated engine frees its memory (weights / KV cache) for the training step, where
+        it supports it (``release_memory``: vLLM and TensorRT-LLM sleep)."""
+        release = getattr(self.parts.engine, "release_memory", None)
+        if release is None or self._engine_asleep:
+            return {}
+        start = time.perf_counter()
+        release()
+        self._engine_asleep = True
+        return {"rollout/release_seconds": time.perf_counter() - start}
+
+    def _reclaim_engine(self) -> dict[str, float]:
+        """The released engine takes its memory back, before the refit writes its weights."""
+        if not self._engine_asleep:
+            return {}
+        start = time.perf_counter()
+        self.parts.engine.reclaim_memory()  # type: ignore[union-attr]
+        self._engine_asleep = False
+        return {"refit/reclaim_seconds": time.perf_counter() - start}
 
     def train_iteration(self, should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
         """One iteration of Algorithm 1; ``should_stop`` (rank 0) may end its batch search.
@@ -207,12 +258,13 @@ class Trainer:
                 keeps the groups found so far (its state) and nothing else has changed.
         """
         cfg, timer, policy = self.cfg, self.timer, self.parts.policy
-        with timer("rollout"):  # rank 0 generates, grades and filters; the batch is broadcast
-            searched = broadcast_object(self._search(should_stop) if self.is_main else None)
+        with timer("rollout"):  # every replica generates; rank 0 filters and broadcasts the batch
+            searched = broadcast_object(self._search(should_stop))
         if isinstance(searched, SearchInterrupted):
             self.timer.pop()
             raise searched
         groups, fstats = searched
+        memory = self._release_engine()
         with timer("score"):
             batch = groups_to_policy_batch(groups)
             batch.extras.old_logprobs, gap = self._old_logprobs(batch)
@@ -247,6 +299,8 @@ class Trainer:
         self.iteration += 1
         metrics.update(fstats.metrics(cfg.filter.batch_size))
         metrics.update(report)
+        metrics.update(memory)
+        metrics.update(self.replicas.metrics())
         metrics.update(gap)
         metrics.update(_reward_metrics(groups))
         metrics["kl/coef"] = self.kl.value
@@ -289,13 +343,15 @@ class Trainer:
         )
 
     def _refit(self) -> dict[str, float]:
-        """Every rank takes part in the export (TP/PP gathers); rank 0's engine takes the weights."""
+        """Every rank takes part in the export (TP/PP gathers); every engine-hosting rank's engine
+        takes the weights (reclaiming its memory first)."""
+        reclaimed = self._reclaim_engine()
         weights = self.parts.policy.export_weights()
         if self.refitter is None:
             for _ in weights:
                 pass
-            return {}
-        return self.refitter.refit(weights, version=self.iteration + 1).metrics()
+            return reclaimed
+        return {**reclaimed, **self.refitter.refit(weights, version=self.iteration + 1).metrics()}
 
     def log_eval(self, metrics: dict[str, float], tag: str) -> None:
         """Record an evaluation (before / periodic / after): history, metrics log, ``samples/``."""
@@ -367,6 +423,7 @@ class Trainer:
         self._refit_to(self.iteration)
 
     def _refit_to(self, version: int) -> None:
+        self._reclaim_engine()
         weights = self.parts.policy.export_weights()
         if self.refitter is not None:
             self.refitter.refit(weights, version=version)

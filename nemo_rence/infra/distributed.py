@@ -47,7 +47,8 @@ def check_world_size(cfg: Any, world_size: int) -> None:
     """Refuse a parallel layout the processes cannot form, before any process group starts.
 
     Megatron splits ``world_size`` processes into ``tensor_parallel x pipeline_parallel`` model
-    replicas, data-parallel over the rest: the product must divide the world size.
+    replicas, data-parallel over the rest: the product must divide the world size; so must
+    ``rollout.tensor_parallel`` (one engine per that many ranks, :mod:`nemo_rence.rollout.layout`).
 
     Raises:
         nemo_rence.config.ConfigError: naming the fields and the allowed values.
@@ -56,6 +57,9 @@ def check_world_size(cfg: Any, world_size: int) -> None:
 
     tp, pp = cfg.policy.tensor_parallel, cfg.policy.pipeline_parallel
     if world_size % (tp * pp) == 0:
+        from nemo_rence.rollout.layout import engine_layout_of_config
+
+        engine_layout_of_config(cfg, world_size)  # rollout.tensor_parallel must divide it too
         return
     allowed = [d for d in range(1, world_size + 1) if world_size % d == 0]
     raise ConfigError(

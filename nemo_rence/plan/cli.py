@@ -10,6 +10,12 @@ A recipe is ``conf/recipes/<name>.yaml`` (or a path to one); its name carries th
 ``<nodes>n<gpus per node>g``. A model is a known name (``nemo_rence.plan.models``), a HF directory
 or a ``config.json``; its sizes come from ``conf/train.yaml`` with ``scale=paper`` plus the
 overrides. Exit status: 0 when the recommended (or the recipe's own) layout fits, 1 otherwise.
+
+The rollout engines are budgeted as the trainer builds them
+(:func:`nemo_rence.rollout.layout.engine_layout`): TP 1 for the in-process hf engine (its host
+GPU holds all of its weights), ``rollout.tensor_parallel`` for vLLM / TensorRT-LLM; an engine TP
+that does not divide the GPUs, spans nodes or splits the attention heads makes every layout
+invalid, and an engine whose weights and KV cache do not fit beside the policy makes it OOM.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from nemo_rence.plan.memory import (
     plan,
 )
 from nemo_rence.plan.models import arch_for, tiny_hf_config
+from nemo_rence.rollout.layout import EngineLayout, engine_layout_of_config, engine_tp_of
 
 __all__ = [
     "RECIPE_DIR",
@@ -142,6 +149,24 @@ def plan_config(
         reserve_gib=reserve_gib,
         distributed_optimizer=(False,) if cpu else (True, False),
         sequence_parallel=sequence_parallel,
+        engine_tp=engine_tp_of(cfg.rollout.engine, cfg.rollout.tensor_parallel),
+    )
+
+
+def engines_of_config(cfg: TrainConfig, gpus: int) -> EngineLayout | None:
+    """The engines the trainer builds for the config's own layout on ``gpus`` ranks (None when
+    its policy layout does not divide them)."""
+    try:
+        return engine_layout_of_config(cfg, gpus)
+    except ConfigError:
+        return None
+
+
+def describe_engines(layout: EngineLayout, per_node: int) -> str:
+    return (
+        f"rollout engines: {layout.replicas} in all, {layout.engines_per_node(per_node)} per node, "
+        f"TP={layout.engine_tp} each (hosts: ranks {', '.join(map(str, layout.hosts[:8]))}"
+        f"{', ...' if layout.replicas > 8 else ''})"
     )
 
 
@@ -164,7 +189,8 @@ def render(p: Plan, highlight: tuple[int, int] | None = None) -> str:
         f"{p.gpus} GPUs x {p.gpu_bytes / GIB:.0f} GiB",
         f"workload: micro-batch {w.micro_batch_rows} rollouts x {w.seq_len} tokens, "
         f"{w.micro_batches_per_step} micro-batches/step at DP=1, KV for {w.rollout_groups} "
-        f"group(s) of K={w.group_size}",
+        f"group(s) of K={w.group_size}"
+        + (f"; engine TP={p.engine_tp}" if p.engine_tp is not None else ""),
         "GiB per GPU; static = weights + grads + optimizer (distributed optimizer / plain); "
         "act = stored activations without / selective / full recompute",
         f"{'layout':>14} {'params':>8} {'weights':>7} {'grads':>7} {'opt.dist':>8} {'opt':>7} "
@@ -234,6 +260,7 @@ def _as_json(p: Plan) -> dict[str, Any]:
     rec = p.recommended
     return {
         "gpus": p.gpus,
+        "engine_tp": p.engine_tp,
         "gpu_mem_gib": p.gpu_bytes / GIB,
         "recommended": None if rec is None else {"tp": rec.tp, "pp": rec.pp, "dp": rec.dp},
         "layouts": [
@@ -355,10 +382,21 @@ def _run(args: argparse.Namespace) -> int:
         lp = p.find(*own)
         mode = recipe_mode(cfg, lp) if lp is not None else None
         ok = lp is not None and not lp.problems and mode is not None and mode.peak <= p.gpu_bytes
+    engines = engines_of_config(cfg, gpus) if own is not None else None
     if args.json:
-        print(json.dumps(_as_json(p), indent=1))
+        out = _as_json(p)
+        if engines is not None:
+            out["engines"] = {
+                "replicas": engines.replicas,
+                "per_node": engines.engines_per_node(per_node or 8),
+                "tp": engines.engine_tp,
+                "hosts": list(engines.hosts),
+            }
+        print(json.dumps(out, indent=1))
     else:
         print(render(p, highlight=own))
+        if engines is not None:
+            print(describe_engines(engines, per_node or 8))
         if own is not None:
             print(f"recipe layout tp{own[0]}pp{own[1]}: {'fits' if ok else 'DOES NOT FIT'}")
     return 0 if ok else 1

@@ -55,9 +55,12 @@ about three ``[C, V / t]`` fp32 blocks of ``DEFAULT_CHUNK_BYTES``; with sequence
 the all-gathered final hidden states ``e s b h`` (the logprobs need every position on every rank).
 
 Colocated rollout engine (TensorRT-LLM sleeps, i.e. releases its memory, during training; the
-policy keeps weights, grads and optimizer state on the GPU during rollouts)::
+policy keeps weights, grads and optimizer state on the GPU during rollouts). ``t_engine`` is the
+engine's TP size as :func:`nemo_rence.rollout.layout.engine_layout` builds it (``nemo-rence plan``
+passes it: 1 for the in-process hf engine, whose host GPU holds all its weights, else
+``rollout.tensor_parallel``; ``t * p`` when not given)::
 
-    engine weights = P_total * w_engine / t_engine             (t_engine = t * p by default)
+    engine weights = P_total * w_engine / t_engine
     KV cache       = 2 * L * ceil(g / t_engine) * c * kv_bytes * tokens,
                      tokens = rollout_groups * K * (prompt + response)
 
@@ -90,6 +93,7 @@ __all__ = [
     "Workload",
     "activation_bytes_per_layer",
     "backward_workspace_bytes",
+    "engine_problems",
     "estimate",
     "kv_cache_bytes",
     "layout_problems",
@@ -476,6 +480,22 @@ def layout_problems(
     return problems
 
 
+def engine_problems(arch: ArchSpec, *, engine_tp: int, gpus: int, gpus_per_node: int) -> list[str]:
+    """Why engines of ``engine_tp`` GPUs cannot be built on ``gpus`` GPUs (empty: they can)."""
+    problems = []
+    if gpus % engine_tp:
+        problems.append(f"engine tp={engine_tp} does not divide {gpus} GPUs")
+    if engine_tp > gpus_per_node:
+        problems.append(f"engine tp={engine_tp} spans nodes ({gpus_per_node} GPUs per node)")
+    for what, n in (
+        ("attention heads", arch.num_attention_heads),
+        ("kv heads", arch.num_query_groups),
+    ):
+        if n % engine_tp and engine_tp % n:
+            problems.append(f"engine tp={engine_tp} does not divide {what} ({n})")
+    return problems
+
+
 @dataclass(frozen=True)
 class LayoutPlan:
     """One ``tp x pp x dp`` layout: its structural problems, every mode, the cheapest that fits."""
@@ -522,6 +542,8 @@ class Plan:
     gpus: int
     gpu_bytes: float
     layouts: tuple[LayoutPlan, ...] = field(default_factory=tuple)
+    engine_tp: int | None = None
+    """The rollout engines' TP size (None: ``tp * pp`` of each layout)."""
 
     @property
     def recommended(self) -> LayoutPlan | None:
@@ -573,10 +595,15 @@ def plan(
     gpu_bytes = gpu_mem_gib * GIB
     reserve = reserve_gib * GIB
     out: list[LayoutPlan] = []
+    engine = (
+        engine_problems(arch, engine_tp=engine_tp, gpus=gpus, gpus_per_node=gpus_per_node)
+        if engine_tp is not None
+        else []
+    )
     for tp in _divisors(gpus):
         for pp in _divisors(gpus // tp):
             dp = gpus // (tp * pp)
-            problems = layout_problems(
+            problems = engine + layout_problems(
                 arch, work, tp=tp, pp=pp, gpus=gpus, gpus_per_node=gpus_per_node
             )
             modes: list[MemoryEstimate] = []
@@ -604,4 +631,4 @@ def plan(
         rc = RECOMPUTE_MODES.index(lp.chosen.recompute) if lp.chosen else len(RECOMPUTE_MODES)
         return (0 if lp.feasible else 1, lp.tp * lp.pp, lp.pp, rc, lp.tp)
 
-    return Plan(arch, work, gpus, gpu_bytes, tuple(sorted(out, key=key)))
+    return Plan(arch, work, gpus, gpu_bytes, tuple(sorted(out, key=key)), engine_tp)

@@ -66,6 +66,13 @@ class Recipe:
     (Sec. 4.1), 'deepscaler' the ConSPO paper's (Sec. 5.1); None: the default (arithmetic)."""
     benchmarks: tuple[str, ...] = ()
     """``eval.benchmarks``: the paper's table for this model (empty: ReNCE's six)."""
+    engine_tp: int | None = None
+    """``rollout.tensor_parallel`` of the GPU recipes' TensorRT-LLM engines; None: the policy's
+    ``tp * pp`` capped at one node (8): a 70B model's 140 GB of bf16 weights must be split."""
+
+    @property
+    def rollout_tp(self) -> int:
+        return self.engine_tp or min(self.tp * self.pp, 8)
 
 
 DATA_ROOT = "${oc.env:NEMO_RENCE_DATA_ROOT,/data}"
@@ -253,8 +260,10 @@ def _body(r: Recipe) -> str:
             if v is not None
         ]
         model += ["data:", *data] if data else []
+        rollout = [f"  tensor_parallel: {r.rollout_tp}"] if r.rollout_tp > 1 else []
         if r.max_new_tokens is not None:
-            model += ["rollout:", f"  max_new_tokens: {r.max_new_tokens}"]
+            rollout.append(f"  max_new_tokens: {r.max_new_tokens}")
+        model += ["rollout:", *rollout] if rollout else []
         # the paper's length (ReNCE: 50 iterations) and no wall-clock budget (train.yaml's
         # 14 minutes are the CPU default's)
         model += [
@@ -284,7 +293,14 @@ def _body(r: Recipe) -> str:
 
 def render_recipe(r: Recipe) -> str:
     """The YAML of a recipe: header, the planner's table for its hardware, the config."""
-    from nemo_rence.plan.cli import gpus_of_recipe, plan_config, recipe_mode, render
+    from nemo_rence.plan.cli import (
+        describe_engines,
+        engines_of_config,
+        gpus_of_recipe,
+        plan_config,
+        recipe_mode,
+        render,
+    )
     from nemo_rence.plan.memory import GIB
 
     nodes, per_node, cpu = gpus_of_recipe(r.name)
@@ -304,8 +320,9 @@ def render_recipe(r: Recipe) -> str:
         cpu=cpu,
         reserve_gib=0.0 if cpu else 6.0,
     )
+    engines = engines_of_config(cfg, nodes * per_node)
     lp = p.find(r.tp, r.pp)
-    mode = recipe_mode(cfg, lp) if lp is not None else None
+    mode = recipe_mode(cfg, lp) if lp is not None and not lp.problems else None
     verdict = (
         f"recipe layout tp{r.tp}pp{r.pp}: {mode.peak / GIB:.1f} GiB peak per "
         f"{'process' if cpu else 'GPU'} of {r.gpu_mem_gib:.0f} GiB"
@@ -343,6 +360,7 @@ def render_recipe(r: Recipe) -> str:
         f"{'sequence parallel, ' if r.sequence_parallel else ''}worst case: every rollout at "
         "max prompt + max response):",
         *(f"#   {line}".rstrip() for line in render(p, highlight=(r.tp, r.pp)).splitlines()),
+        *([f"#   {describe_engines(engines, per_node)}"] if engines is not None else []),
         f"# {verdict}",
     ]
     return "\n".join(head) + "\n" + body

@@ -11,7 +11,11 @@ prefill — full-vocabulary logits at every prompt position — on each copy (me
    finished rows from the batch (``batch_select_indices``) so short answers stop costing compute.
 
 Sampling uses a private ``torch.Generator`` seeded from ``SamplingParams.seed``: the same prompts,
-seed and weights give the same rollouts. ``update_weights`` copies HF-named tensors in place into
+seed and weights give the same rollouts. With ``generate(..., seeds=[s_0, ..., s_{P-1}])`` each
+prompt has its own generator instead (per-prompt seeding, ``rollout.seed_mode=per_prompt``): at
+every decoding step prompt i's live rows draw their uniforms from generator i, so its rollouts do
+not depend on which other prompts share the batch — the same whether one replica generates the
+whole draw or several replicas each a share (up to float rounding of a differently padded batch). ``update_weights`` copies HF-named tensors in place into
 the live model (no reload, no second model); with ``share_weights`` it takes every tensor it can
 use as is (contiguous, same shape, dtype and device) BY REFERENCE instead: colocated with a
 TP = PP = 1 policy in the same process, the engine then runs on the policy's own parameters
@@ -38,12 +42,16 @@ __all__ = ["HFEngine", "sample_next"]
 
 
 def sample_next(
-    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator
+    logits: torch.Tensor,
+    params: SamplingParams,
+    generator: torch.Generator,
+    uniforms: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample one token per row; return (tokens [R], their logprobs [R]).
 
     logprob = log softmax(logits / T)[token] over the full vocabulary (T = 1 when greedy).
-    top-k / top-p only restrict which tokens may be drawn.
+    top-k / top-p only restrict which tokens may be drawn. ``uniforms`` [R, 1] (float64 in
+    [0, 1)): the rows' draws, instead of drawing them from ``generator``.
     """
     logits = logits.float()
     temperature = params.temperature if params.temperature > 0 else 1.0
@@ -61,11 +69,13 @@ def sample_next(
             drop_sorted = (cum - sorted_lp.exp()) >= params.top_p  # keep the token crossing top_p
             drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
             masked = masked.masked_fill(drop, float("-inf"))
-        tokens = _sample_inverse_cdf(torch.softmax(masked, dim=-1), generator)
+        tokens = _sample_inverse_cdf(torch.softmax(masked, dim=-1), generator, uniforms)
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
 
 
-def _sample_inverse_cdf(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def _sample_inverse_cdf(
+    probs: torch.Tensor, generator: torch.Generator, uniforms: torch.Tensor | None = None
+) -> torch.Tensor:
     """One exact draw per row by inverse-CDF: token i iff c_{i-1} <= u < c_i, u ~ U[0, c_V).
 
     ~17x faster than ``torch.multinomial`` on CPU for a 49k vocabulary (3.6 ms vs 63 ms for 64
@@ -73,7 +83,9 @@ def _sample_inverse_cdf(probs: torch.Tensor, generator: torch.Generator) -> torc
     and ``right=True`` never returns a zero-probability token.
     """
     cdf = probs.double().cumsum(dim=-1)
-    u = torch.rand(probs.shape[0], 1, generator=generator, dtype=torch.float64) * cdf[:, -1:]
+    if uniforms is None:
+        uniforms = torch.rand(probs.shape[0], 1, generator=generator, dtype=torch.float64)
+    u = uniforms.to(cdf.device) * cdf[:, -1:]
     return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_(max=probs.shape[-1] - 1)
 
 
@@ -84,6 +96,19 @@ def _fits_as_is(param: torch.Tensor, tensor: torch.Tensor) -> bool:
 
 def _same_storage(param: torch.Tensor, tensor: torch.Tensor) -> bool:
     return param.data_ptr() == tensor.data_ptr() and param.stride() == tensor.stride()
+
+
+def _per_prompt_uniforms(
+    prompt_of_row: torch.Tensor, generators: list[torch.Generator]
+) -> torch.Tensor:
+    """[R, 1] float64 uniforms: the live rows of prompt i (contiguous, in row order) draw theirs
+    from ``generators[i]``, so a prompt's draws depend on its own rows only."""
+    prompts, counts = torch.unique_consecutive(prompt_of_row, return_counts=True)
+    parts = [
+        torch.rand(int(c), 1, generator=generators[int(i)], dtype=torch.float64)
+        for i, c in zip(prompts.tolist(), counts.tolist(), strict=True)
+    ]
+    return torch.cat(parts) if parts else torch.empty(0, 1, dtype=torch.float64)
 
 
 class HFEngine:
@@ -151,13 +176,28 @@ class HFEngine:
         return moved
 
     # -- generation -------------------------------------------------------------------------
-    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> Rollouts:
+    per_prompt_seeds = True
+    """:meth:`generate` takes one seed per prompt (``seeds``); see the module docstring."""
+
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
+    ) -> Rollouts:
+        """Sample ``params.n`` responses per prompt; ``seeds`` [P]: one generator per prompt
+        (else one generator for the call, seeded from ``params.seed``)."""
         # In a process where Megatron's CPU compatibility layer is on, every torch op would go
         # through its Python device-rewriting mode; generation never needs it.
         with cpu_compat.suspended(), torch.no_grad():
-            return self._generate(prompts, params)
+            return self._generate(prompts, params, seeds)
 
-    def _generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> Rollouts:
+    def _generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
+    ) -> Rollouts:
         if not prompts:
             return Rollouts(weight_version=self._version)
         if any(len(p) == 0 for p in prompts):
@@ -168,6 +208,11 @@ class HFEngine:
         generator = torch.Generator(device=device)
         generator.manual_seed(params.seed if params.seed is not None else torch.seed())
         k, n_prompts = params.n, len(prompts)
+        if seeds is not None and len(seeds) != n_prompts:
+            raise ValueError(f"generate: {len(seeds)} seeds for {n_prompts} prompts")
+        per_prompt = (
+            [torch.Generator().manual_seed(int(s)) for s in seeds] if seeds is not None else None
+        )
         length = max(len(p) for p in prompts)
 
         input_ids = torch.full((n_prompts, length), self.pad_token_id, dtype=torch.long)
@@ -205,7 +250,10 @@ class HFEngine:
 
         # 3. decode; finished rows leave the batch
         for step in range(params.max_new_tokens):
-            tok, lp = sample_next(logits, params, generator)
+            uniforms = None
+            if per_prompt is not None and params.temperature > 0:
+                uniforms = _per_prompt_uniforms(active.cpu() // k, per_prompt)
+            tok, lp = sample_next(logits, params, generator, uniforms)
             done = []
             for j, (row, t, tok_lp) in enumerate(
                 zip(active.tolist(), tok.tolist(), lp.tolist(), strict=True)

@@ -95,8 +95,9 @@ def test_llama70b_recipe_fits_only_with_sequence_parallelism() -> None:
         assert mode is not None
         peaks[sp] = mode.peak / GIB
     # The stored layer inputs of full recomputation (2 micro-batches in flight x 40 layers x
-    # 8 rollouts x 8192 tokens x 8192 x 2 B = 80 GiB) are what SP divides by TP=8.
-    assert peaks[False] > 120 and peaks[True] < 60, peaks
+    # 8 rollouts x 8192 tokens x 8192 x 2 B = 80 GiB) are what SP divides by TP=8. The peak is
+    # the rollout phase's with SP: its TP-8 engine holds 140 GB / 8 = 16.3 GiB of weights.
+    assert peaks[False] > 120 and peaks[True] < 65, peaks
 
 
 def test_conspo_recipes_carry_the_conspo_papers_settings() -> None:
