@@ -62,8 +62,13 @@ def _datasets(
 
 def load_benchmarks(cfg: TrainConfig) -> list[tuple[Any, Any]]:
     """``eval.benchmarks`` read in their public schemas (the name picks the schema when it is
-    a registered benchmark); a file without a usable row is a config error."""
+    a registered benchmark); a file without a usable row is a config error. Rank 0 evaluates,
+    so only rank 0 reads them."""
     from nemo_rence.config import ConfigError
+    from nemo_rence.infra.distributed import rank
+
+    if rank() != 0:
+        return []
     from nemo_rence.evaluation.inputs import (
         EvalInputError,
         load_benchmark_file,

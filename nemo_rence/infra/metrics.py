@@ -132,5 +132,6 @@ class MetricsLogger:
 
 
 def format_metrics(metrics: Mapping[str, float]) -> str:
-    """``{"eval/accuracy": 0.2}`` -> ``"accuracy 0.200"`` (sorted by key; last name component)."""
-    return ", ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in sorted(metrics.items()))
+    """``{"eval/accuracy": 0.2, "eval/aime24/avg@4": 0.1}`` -> ``"accuracy 0.200, aime24/avg@4
+    0.100"`` (sorted by key; the namespace dropped)."""
+    return ", ".join(f"{k.split('/', 1)[-1]} {v:.3f}" for k, v in sorted(metrics.items()))
