@@ -69,22 +69,37 @@ def plan_point(model: str, nodes: int, args: argparse.Namespace) -> dict[str, An
         "policy.precision=bf16",
         *args.overrides,
     ]
-    cfg = compose(base)
     gpus = nodes * args.gpus_per_node
-    # sequence parallelism is free where TP > 1 (the planner applies it to those layouts only)
-    p = plan_config(
-        cfg,
-        gpus=gpus,
-        gpu_mem_gib=args.gpu_mem,
-        gpus_per_node=args.gpus_per_node,
-        sequence_parallel=True,
+    # The rollout engine's TP (1, 2, 4 ... up to a node): the one whose recommended layout has
+    # the lowest peak (a 70B engine does not fit one GPU; the recipes choose it the same way).
+    # Sequence parallelism is free where TP > 1 (the planner applies it to those layouts only).
+    plans = []
+    for engine_tp in (t for t in (1, 2, 4, 8, 16) if t <= args.gpus_per_node):
+        cfg = compose([*base, f"rollout.tensor_parallel={engine_tp}"])
+        plans.append(
+            (
+                engine_tp,
+                plan_config(
+                    cfg,
+                    gpus=gpus,
+                    gpu_mem_gib=args.gpu_mem,
+                    gpus_per_node=args.gpus_per_node,
+                    sequence_parallel=True,
+                ),
+            )
+        )
+    fitting = [(e, q) for e, q in plans if q.recommended and q.recommended.chosen]
+    engine_tp, p = (
+        min(fitting, key=lambda eq: eq[1].recommended.chosen.peak) if fitting else plans[0]
     )
+    base = [*base, f"rollout.tensor_parallel={engine_tp}"]
     point: dict[str, Any] = {
         "model": model,
         "nodes": nodes,
         "gpus": gpus,
         "params_b": round(total_params(p.arch) / 1e9, 2),
         "run_dir": str(Path(args.out) / f"{model}-{nodes}n"),
+        "engine_tp": engine_tp,
         "job": None,
     }
     rec = p.recommended
