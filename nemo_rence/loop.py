@@ -610,7 +610,9 @@ class Trainer:
         run, it = self.cfg.run, self.iteration
         heldout = bool(run.eval_every) and it % run.eval_every == 0
         every = self.cfg.eval.every or run.eval_every
-        benchmarks = bool(self.parts.benchmarks) and bool(every) and it % every == 0
+        # decided from the config, not from parts.benchmarks (rank 0 alone reads the files):
+        # every rank must take part in update_best's collectives
+        benchmarks = bool(self.cfg.eval.benchmarks) and bool(every) and it % every == 0
         if heldout or benchmarks:
             checkpoints.update_best(self, self.evaluate("periodic", heldout, benchmarks))
         if run.save_every and self.iteration % run.save_every == 0:

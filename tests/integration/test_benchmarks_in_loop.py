@@ -98,3 +98,27 @@ def test_the_best_checkpoint_is_chosen_by_eval_avg(run):
     assert (
         "| Avg |" in (run / "stdout.txt").read_text() or "Avg" in (run / "stdout.txt").read_text()
     )
+
+
+@pytest.mark.distributed
+def test_two_processes_evaluate_the_benchmarks_on_rank_0_without_a_hang(tmp_path):
+    """Rank 0 alone reads and evaluates the benchmarks; every rank still takes part in the
+    periodic evaluation's collectives (a rank that skipped them deadlocked the run)."""
+    import sys
+
+    a = _bench(tmp_path / "digits_a.jsonl", ["4", "7"])
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "-m", "nemo_rence", "train", "model=tiny", f"eval.benchmarks={{alpha: {a}}}",
+        "eval.k=2", "eval.every=1", "eval.max_new_tokens=8", "run.eval_every=0",
+        "filter.enabled=false", "filter.batch_size=2", "optim.mini_batch_size=1",
+        "optim.n_update=1", "rollout.group_size=2", "rollout.max_new_tokens=8",
+        "run.iterations=2", f"run.out_dir={out}", "--no-progress",
+    ]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    tags = [next(k for k in r if k.startswith("eval/is_")) for r in _evals(out)]
+    assert tags == ["eval/is_before", "eval/is_periodic", "eval/is_periodic", "eval/is_after"]
+    assert json.loads((out / "checkpoints" / "best").read_text())["metric"] == "eval/avg"
