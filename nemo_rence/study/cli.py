@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--executor", default="", help="local | slurm | gpus (default: the study's)"
     )
     parser.add_argument("--gpus", default="", help="executor gpus: GPU ids, e.g. 0,1,2,3")
+    parser.add_argument(
+        "--jobs", type=int, default=0, help="executor local: runs side by side (default: the study's)"
+    )
     parser.add_argument("--report-only", action="store_true", help="write the report; run nothing")
     parser.add_argument("--dry-run", action="store_true", help="print the commands; run nothing")
     parser.add_argument("--task", action="store_true", help=argparse.SUPPRESS)
@@ -51,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
             study = dataclasses.replace(study, executor=args.executor)
         if args.gpus:
             study = dataclasses.replace(study, gpus=tuple(args.gpus.split(",")))
+        if args.jobs:
+            study = dataclasses.replace(study, jobs=args.jobs)
     except ConfigError as err:
         print(f"nemo-rence study: {err}", file=sys.stderr)
         return 2

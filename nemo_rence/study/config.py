@@ -106,6 +106,9 @@ class StudyConfig:
     bootstrap_seed: int = 0
     gpus: tuple[str, ...] = ()
     """``executor: gpus``: the GPU ids, one run per GPU at a time (default: all visible)."""
+    jobs: int = 1
+    """``executor: local``: runs side by side on this machine, each with ``cores // jobs`` torch
+    threads (1: one after another)."""
     slurm: SlurmSettings = field(default_factory=SlurmSettings)
 
     def __post_init__(self) -> None:
@@ -120,6 +123,8 @@ class StudyConfig:
             raise ConfigError(
                 f"study.executor: {self.executor!r} is not one of {', '.join(EXECUTORS)}"
             )
+        if not isinstance(self.jobs, int) or self.jobs < 1:
+            raise ConfigError(f"study.jobs: an integer >= 1 (runs side by side), got {self.jobs!r}")
         if self.max_iterations < 1 or self.bootstrap_samples < 100:
             raise ConfigError("study.max_iterations >= 1 and study.bootstrap_samples >= 100")
         for title, rows in self.tables.items():

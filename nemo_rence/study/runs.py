@@ -21,7 +21,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +37,7 @@ __all__ = [
     "plan_runs",
     "run_gpus",
     "run_local",
+    "cpu_threads_per_job",
     "slurm_command",
     "task_command",
     "train_command",
@@ -123,22 +124,36 @@ def run_local(
     specs: Sequence[RunSpec],
     say: Callable[[str], None] = print,
 ) -> dict[str, int]:
-    """One run after another; each one's output goes to ``<study_dir>/logs/<arm>-seed<k>.log``.
+    """``study.jobs`` runs at a time on this machine (one after another when 1), each with
+    ``cores // jobs`` torch threads; each one's output goes to ``<study_dir>/logs/<arm>-seed<k>.log``.
 
     Returns run label -> exit code. A failed run does not stop the others.
     """
-    codes: dict[str, int] = {}
-    for spec in specs:
-        log = _log_file(study_dir, spec)
-        say(f"[{spec.index + 1}/{len(plan_runs(study, study_dir))}] {spec.label} -> {log}")
-        start = time.perf_counter()
-        with log.open("a") as out:
-            rc = subprocess.run(
-                train_command(study, spec), stdout=out, stderr=subprocess.STDOUT, check=False
-            ).returncode
-        codes[spec.label] = rc
-        say(f"    exit {rc} after {time.perf_counter() - start:.0f} s")
-    return codes
+    if study.jobs == 1:
+        codes: dict[str, int] = {}
+        for spec in specs:
+            log = _log_file(study_dir, spec)
+            say(f"[{spec.index + 1}/{len(plan_runs(study, study_dir))}] {spec.label} -> {log}")
+            start = time.perf_counter()
+            with log.open("a") as out:
+                rc = subprocess.run(
+                    train_command(study, spec), stdout=out, stderr=subprocess.STDOUT, check=False
+                ).returncode
+            codes[spec.label] = rc
+            say(f"    exit {rc} after {time.perf_counter() - start:.0f} s")
+        return codes
+    threads = str(cpu_threads_per_job(study.jobs))
+    slots = {f"job {i}": {"OMP_NUM_THREADS": threads} for i in range(study.jobs)}
+    return _run_in_slots(study, study_dir, specs, slots, say)
+
+
+def cpu_threads_per_job(jobs: int) -> int:
+    """The cores this process may use, shared evenly by ``jobs`` side-by-side runs (at least 1)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // jobs)
 
 
 def gpu_commands(
@@ -169,26 +184,41 @@ def run_gpus(
     say: Callable[[str], None] = print,
 ) -> dict[str, int]:
     """Side by side, one run per GPU at a time; the next run takes the first GPU freed."""
-    queue = list(zip(specs, gpu_commands(study, specs, gpus), strict=True))
-    free = list(gpus)
+    gpu_commands(study, specs, gpus)  # the same check as the dry run
+    slots = {f"GPU {g}": {"CUDA_VISIBLE_DEVICES": g} for g in gpus}
+    return _run_in_slots(study, study_dir, specs, slots, say)
+
+
+def _run_in_slots(
+    study: StudyConfig,
+    study_dir: Path,
+    specs: Sequence[RunSpec],
+    slots: Mapping[str, Mapping[str, str]],
+    say: Callable[[str], None],
+) -> dict[str, int]:
+    """Run ``specs`` in order, one per slot at a time (a slot = the environment its run gets:
+    a GPU, a share of the cores); the next run takes the first slot freed."""
+    queue = list(specs)
+    free = list(slots)
     running: dict[str, tuple[RunSpec, subprocess.Popen]] = {}
     codes: dict[str, int] = {}
     while queue or running:
         while queue and free:
-            spec, (_, cmd) = queue.pop(0)
-            gpu = free.pop(0)
-            env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpu)
+            spec, slot = queue.pop(0), free.pop(0)
+            env = dict(os.environ, **slots[slot])
             with _log_file(study_dir, spec).open("a") as out:
-                proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-            running[gpu] = (spec, proc)
-            say(f"GPU {gpu}: {spec.label}")
+                proc = subprocess.Popen(
+                    train_command(study, spec), env=env, stdout=out, stderr=subprocess.STDOUT
+                )
+            running[slot] = (spec, proc)
+            say(f"{slot}: {spec.label}")
         time.sleep(1.0)
-        for gpu, (spec, proc) in list(running.items()):
+        for slot, (spec, proc) in list(running.items()):
             if proc.poll() is not None:
                 codes[spec.label] = int(proc.returncode)
-                say(f"GPU {gpu}: {spec.label} exit {proc.returncode}")
-                del running[gpu]
-                free.append(gpu)
+                say(f"{slot}: {spec.label} exit {proc.returncode}")
+                del running[slot]
+                free.append(slot)
     return codes
 
 

@@ -100,6 +100,9 @@ class RenceConfig:
             measured and reported as a metric for the controller.
         kl_estimator: per-token estimator of KL(pi_old || pi_theta) on the rollout tokens: 'k3'
             (paper: Schulman's unbiased estimator), 'k1' or 'k2'.
+        score_norm: 'sum' (eq. 2 with the sequence log-ratio log pi_theta(y)/pi_old(y) =
+            sum_t of the token log-ratios, the paper) or 'token_mean' (that sum divided by |y|,
+            DAPO-like length normalisation; a diagnostic ablation, not in the paper).
     """
 
     beta: float = 0.1
@@ -108,6 +111,7 @@ class RenceConfig:
     objective: Literal["mnce", "softmax", "random_pair", "all_pairs"] = "mnce"
     use_kl: bool = True
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    score_norm: Literal["sum", "token_mean"] = "sum"
 
     def __post_init__(self) -> None:
         if not self.beta > 0:
@@ -117,6 +121,7 @@ class RenceConfig:
         _check_choice("margin", self.margin, list(MARGINS))
         _check_choice("objective", self.objective, list(OBJECTIVES))
         _check_choice("kl_estimator", self.kl_estimator, available_estimators())
+        _check_choice("score_norm", self.score_norm, ["sum", "token_mean"])
 
 
 def trust_region_kl(batch: LossBatch, estimator: str) -> Tensor:
@@ -157,7 +162,7 @@ def rence_loss(batch: LossBatch, cfg: RenceConfig) -> tuple[Tensor, Metrics]:
 
     The KL is k3 on the rollout tokens, averaged as in :func:`trust_region_kl`. Sequence
     log-probabilities are sums over response tokens (the per-token difference is summed, which
-    keeps fp32 exact for long responses). Degenerate groups (all rewards equal) contribute zero
+    keeps fp32 exact for long responses); ``score_norm='token_mean'`` divides that sum by |y|. Degenerate groups (all rewards equal) contribute zero
     to the NCE term and are counted in ``rence/degenerate_groups``; they still count in the
     number of prompts. Variants (margin, objective) per ``RenceConfig``.
 
@@ -173,6 +178,8 @@ def rence_loss(batch: LossBatch, cfg: RenceConfig) -> tuple[Tensor, Metrics]:
     r = batch.compute_rewards
     part = partition(r, layout)
     seq_log_ratio = batch.log_ratio.sum(-1)  # [N]
+    if cfg.score_norm == "token_mean":  # (1/|y|) sum_t: length-normalised ablation
+        seq_log_ratio = seq_log_ratio / batch.lengths.clamp_min(1).to(seq_log_ratio.dtype)
     scores = cfg.beta * seq_log_ratio + cfg.alpha * MARGINS[cfg.margin](r, part)
     out = OBJECTIVES[cfg.objective](layout.dense(scores), part, batch.generator)
     nce = out.group_loss.sum() / batch.group_normaliser()

@@ -174,6 +174,7 @@ def rence(
     objective="mnce",
     use_kl=True,
     kl_estimator="k3",
+    score_norm="sum",
     num_groups=None,
     draws: Tensor | None = None,
 ) -> Tensor:
@@ -192,7 +193,11 @@ def rence(
                 m[i] = 0.0 if i in pos else 1.0
             else:
                 m[i] = 0.0
-        s = {i: beta * (seq_sum(lp, raw, i) - seq_sum(old, raw, i)) + alpha * m[i] for i in idx}
+        norm = {i: float(seq_len(raw, i)) if score_norm == "token_mean" else 1.0 for i in idx}
+        s = {
+            i: beta * (seq_sum(lp, raw, i) - seq_sum(old, raw, i)) / norm[i] + alpha * m[i]
+            for i in idx
+        }
         if not neg:
             continue
         if objective == "mnce":
@@ -496,6 +501,7 @@ CASES: list[tuple[str, dict]] = [
     ("rence", {"objective": "all_pairs", "margin": "none"}),
     ("rence", {"objective": "random_pair"}),
     ("rence", {"kl_estimator": "k2", "beta": 0.7, "alpha": 1.3}),
+    ("rence", {"score_norm": "token_mean"}),
     ("semi_online_dpo", {}),
     ("semi_online_dpo", {"beta": 0.5}),
     ("conspo", {}),

@@ -114,3 +114,55 @@ def test_slurm_job_array_has_one_task_per_pending_run(tmp_path):
     assert "--ntasks-per-node=1" in out and "--time=00:10:00" in out
     job_env = (tmp_path / "job.env").read_text()
     assert "--array=0\\,2-3" in job_env
+
+
+def _recording_command(study, spec, python=sys.executable):
+    """A stand-in for ``nemo-rence train``: writes its slot's environment and its start/end."""
+    script = (
+        "import json, os, sys, time; t0 = time.time(); time.sleep(1.5); "
+        "json.dump({'omp': os.environ.get('OMP_NUM_THREADS'), "
+        "'gpu': os.environ.get('CUDA_VISIBLE_DEVICES'), 't0': t0, 't1': time.time()}, "
+        "open(sys.argv[1], 'w'))"
+    )
+    spec.directory.mkdir(parents=True, exist_ok=True)
+    return [python, "-c", script, str(spec.directory / "slot.json")]
+
+
+def _slots_used(tmp_path, study):
+    specs = plan_runs(study, tmp_path)
+    return [json.loads((s.directory / "slot.json").read_text()) for s in specs]
+
+
+def test_local_jobs_run_side_by_side_sharing_the_cores(tmp_path, monkeypatch):
+    from nemo_rence.study import runs
+
+    monkeypatch.setattr(runs, "train_command", _recording_command)
+    monkeypatch.setattr(runs, "cpu_threads_per_job", lambda jobs: 8 // jobs)
+    study = StudyConfig.from_mapping({**STUDY, "jobs": 2})
+    codes = runs.run_local(study, tmp_path, plan_runs(study, tmp_path), say=lambda _: None)
+    assert set(codes.values()) == {0} and len(codes) == 4
+    used = _slots_used(tmp_path, study)
+    assert {u["omp"] for u in used} == {"4"}  # 8 cores shared by 2 jobs
+    first, second = used[0], used[1]
+    assert second["t0"] < first["t1"]  # the first two ran side by side
+    starts = sorted(u["t0"] for u in used)
+    ends = sorted(u["t1"] for u in used)
+    assert starts[2] >= ends[0] - 0.05  # never more than 2 at a time
+
+
+def test_gpu_slots_give_each_run_its_gpu(tmp_path, monkeypatch):
+    from nemo_rence.study import runs
+
+    monkeypatch.setattr(runs, "train_command", _recording_command)
+    study = StudyConfig.from_mapping(STUDY)
+    runs.run_gpus(study, tmp_path, plan_runs(study, tmp_path), ["5", "7"], say=lambda _: None)
+    assert sorted(u["gpu"] for u in _slots_used(tmp_path, study)) == ["5", "5", "7", "7"]
+
+
+def test_jobs_must_be_a_positive_integer():
+    import pytest
+
+    from nemo_rence.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="study.jobs"):
+        StudyConfig.from_mapping({**STUDY, "jobs": 0})
