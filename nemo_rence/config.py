@@ -186,7 +186,12 @@ class OptimConfig:
     """Global gradient-norm clip across TP/PP (paper: 1.0)."""
     lr_schedule: str = "constant"
     """'constant' (the paper's), 'linear' or 'cosine' decay to ``min_lr_ratio * lr`` over the
-    run's ``run.iterations * n_update`` optimizer steps (``policy.schedule``)."""
+    run (``policy.schedule``; over what: ``lr_schedule_over``)."""
+    lr_schedule_over: str = "iterations"
+    """'iterations': over ``run.iterations * n_update`` optimizer steps; 'budget': over the
+    spend budget ``run.budget_amount`` (the share spent when a step runs), so that every arm of
+    a study goes through the whole curve whatever its number of iterations (the study presets
+    set it); without a spend budget, 'budget' is 'iterations'."""
     warmup_steps: int = 0
     """Linear warm-up from ``lr / warmup_steps`` to ``lr`` over the first optimizer steps."""
     min_lr_ratio: float = 0.0
@@ -200,6 +205,7 @@ class OptimConfig:
         _positive("optim", "n_update", self.n_update)
         _positive("optim", "lr", self.lr)
         _one_of("optim", "lr_schedule", self.lr_schedule, ["constant", "linear", "cosine"])
+        _one_of("optim", "lr_schedule_over", self.lr_schedule_over, ["iterations", "budget"])
         _positive("optim", "warmup_steps", self.warmup_steps, strict=False)
         _positive("optim", "max_skipped_steps", self.max_skipped_steps)
         if not 0.0 <= self.min_lr_ratio <= 1.0:

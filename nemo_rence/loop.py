@@ -40,7 +40,7 @@ from nemo_rence.batching import (
     rollouts_to_groups,
     select_groups,
 )
-from nemo_rence.budget import SignalFlag, SpendBudget, StopPolicy, TimeBudget
+from nemo_rence.budget import SignalFlag, SpendBudget, StopPolicy, TimeBudget, iteration_cost
 from nemo_rence.config import TrainConfig
 from nemo_rence.data.records import PromptRecord
 from nemo_rence.infra.distributed import broadcast_object
@@ -142,6 +142,8 @@ class Trainer:
             cfg.filter, parts.source, to_plain=group_to_plain, from_plain=group_from_plain
         )
         self.kl = controller_from_config(cfg.kl)
+        self.spend = SpendBudget(cfg.run.budget_kind, cfg.run.budget_amount, cfg.optim.n_update)
+        """What the run has spent of ``run.budget_amount`` (rank 0 counts a resumed run's past)."""
         o = cfg.optim
         self.lr_schedule = LRSchedule(
             lr=o.lr,
@@ -250,6 +252,22 @@ class Trainer:
         self._engine_asleep = False
         return {"refit/reclaim_seconds": time.perf_counter() - start}
 
+    def _schedule_fractions(self, row: dict[str, float]) -> list[float] | None:
+        """Where each optimizer step of this iteration falls on a spend budget, in [0, 1] (rank
+        0's count; None unless ``optim.lr_schedule_over=budget`` with a spend budget: the
+        schedule then runs over ``run.iterations``).
+
+        Step j of n is at ``(spent + cost * j / n) / amount``, with ``cost`` this iteration's
+        spend so far (its search: rollouts or tokens; its n steps; the wall clock is counted
+        at the iteration's start), so that the lr schedule and a loss's ``progress`` follow the
+        budget a study gives every arm rather than an iteration cap.
+        """
+        spend, n = self.spend, self.cfg.optim.n_update
+        if spend.amount <= 0 or self.cfg.optim.lr_schedule_over != "budget":
+            return None
+        cost = 0.0 if spend.kind == "wall_clock_min" else iteration_cost(spend.kind, row, n)[0]
+        return [min((spend.spent + cost * j / n) / spend.amount, 1.0) for j in range(n)]
+
     def train_iteration(self, should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
         """One iteration of Algorithm 1; ``should_stop`` (rank 0) may end its batch search.
 
@@ -271,16 +289,24 @@ class Trainer:
             gap.update(mismatch_metrics(*_mismatch_inputs(batch), cfg.rollout_correction))
         metrics: dict[str, float] = {}
         with timer("update"):
+            first = self.iteration * cfg.optim.n_update  # global optimizer step of this batch
+            spent_now = {
+                **fstats.metrics(len(groups)),
+                "rollout/response_tokens_mean": batch.response_lengths.float().mean().item(),
+            }
+            fractions = broadcast_object(self._schedule_fractions(spent_now))
+            lrs = [
+                self.lr_schedule.lr_at(first + j, f)
+                for j, f in enumerate(fractions or [None] * cfg.optim.n_update)
+            ]
             loss_fn = algorithm_loss(
                 cfg.loss.name,
                 cfg.loss.params,
                 kl_coef=self.kl.value,
-                progress=self.iteration / cfg.run.iterations,
+                progress=fractions[0] if fractions else self.iteration / cfg.run.iterations,
                 generator=torch.Generator().manual_seed(self.rng.randrange(2**31)),
                 correction=cfg.rollout_correction,
             )
-            first = self.iteration * cfg.optim.n_update  # global optimizer step of this batch
-            lrs = [self.lr_schedule.lr_at(first + j) for j in range(cfg.optim.n_update)]
             steps = [
                 {**train_step(policy, self.parts.reference, mini, loss_fn, lr), "optim/lr": lr}
                 for mini, lr in zip(
@@ -545,7 +571,7 @@ class Trainer:
         """
         run = self.cfg.run
         budget = TimeBudget(run.time_budget_min * 60.0, launched or time.perf_counter())
-        spend = SpendBudget(run.budget_kind, run.budget_amount, self.cfg.optim.n_update)
+        spend = self.spend
         stop = StopPolicy(budget, flag, spend)
         result = FitResult("completed")
         resumed = checkpoints.resume(self)

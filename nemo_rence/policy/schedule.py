@@ -11,6 +11,11 @@ floor ratio ``m`` (``min_lr_ratio``) and step ``s = 0 .. T-1``::
 
 so the last step runs at ``m * lr`` for ``linear`` and ``cosine``. A function of the global
 step only: a resumed run continues the same curve.
+
+A run that ends on a spend budget (``run.budget_kind``/``run.budget_amount``) decays over that
+budget instead: the trainer passes ``t`` = the share of the budget spent when the step runs
+(``lr_at(s, t)``), so arms of a study that stop after different numbers of iterations at the same
+budget each go through the whole curve.
 """
 
 from __future__ import annotations
@@ -41,15 +46,17 @@ class LRSchedule:
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
 
-    def lr_at(self, step: int) -> float:
+    def lr_at(self, step: int, fraction: float | None = None) -> float:
         """The learning rate of optimizer step ``step`` (0-based; steps past the end keep the
-        last value)."""
+        last value); ``fraction``: the decay's ``t`` given directly (a budget's share spent)."""
         if step < self.warmup_steps:
             return self.lr * (step + 1) / self.warmup_steps
         if self.kind == "constant":
             return self.lr
-        span = max(self.total_steps - self.warmup_steps - 1, 1)
-        t = min(max((step - self.warmup_steps) / span, 0.0), 1.0)
+        if fraction is None:
+            span = max(self.total_steps - self.warmup_steps - 1, 1)
+            fraction = (step - self.warmup_steps) / span
+        t = min(max(fraction, 0.0), 1.0)
         m = self.min_lr_ratio
         if self.kind == "linear":
             return self.lr * (1.0 - (1.0 - m) * t)

@@ -33,7 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--gpus", default="", help="executor gpus: GPU ids, e.g. 0,1,2,3")
     parser.add_argument(
-        "--jobs", type=int, default=0, help="executor local: runs side by side (default: the study's)"
+        "--jobs",
+        type=int,
+        default=0,
+        help="executor local: runs side by side (default: the study's)",
     )
     parser.add_argument("--report-only", action="store_true", help="write the report; run nothing")
     parser.add_argument("--dry-run", action="store_true", help="print the commands; run nothing")

@@ -46,3 +46,12 @@ def test_a_single_step_run_uses_the_peak():
 def test_bad_settings_are_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):
         LRSchedule(lr=1.0, total_steps=10, **kwargs)
+
+
+def test_a_given_fraction_replaces_the_step_count_after_warm_up():
+    s = LRSchedule(lr=2.0, total_steps=100, kind="cosine", min_lr_ratio=0.1, warmup_steps=2)
+    assert s.lr_at(0, 0.9) == 1.0  # warm-up still counts steps
+    assert s.lr_at(5, 0.0) == 2.0
+    assert math.isclose(s.lr_at(5, 0.5), 2.0 * (0.1 + 0.9 * 0.5))
+    assert math.isclose(s.lr_at(5, 1.0), 0.2) and s.lr_at(5, 7.0) == s.lr_at(5, 1.0)
+    assert LRSchedule(lr=2.0, total_steps=3).lr_at(2, 0.7) == 2.0  # constant stays constant
