@@ -164,5 +164,5 @@ def test_jobs_must_be_a_positive_integer():
 
     from nemo_rence.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="study.jobs"):
+    with pytest.raises(ConfigError, match=r"study\.jobs"):
         StudyConfig.from_mapping({**STUDY, "jobs": 0})
