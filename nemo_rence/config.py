@@ -428,6 +428,15 @@ class TrainConfig:
                 f"optim.mini_batch_size ({self.optim.mini_batch_size}) must be <= "
                 f"filter.batch_size ({self.filter.batch_size})"
             )
+        seen = self.optim.n_update * self.optim.mini_batch_size
+        if seen % self.filter.batch_size:  # batching.mini_batches: whole passes over the batch
+            raise ConfigError(
+                f"optim.n_update x optim.mini_batch_size ({self.optim.n_update} x "
+                f"{self.optim.mini_batch_size} = {seen} groups) must be whole passes over "
+                f"filter.batch_size ({self.filter.batch_size}); otherwise some groups of every "
+                "batch are generated and never trained on (e.g. the paper's GRPO: 4 steps of 128 "
+                "prompts over B=512)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain containers (``config.json``, trackers); :func:`build` reads them back."""

@@ -112,7 +112,7 @@ def test_two_processes_evaluate_the_benchmarks_on_rank_0_without_a_hang(tmp_path
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
         "-m", "nemo_rence", "train", "model=tiny", f"eval.benchmarks={{alpha: {a}}}",
         "eval.k=2", "eval.every=1", "eval.max_new_tokens=8", "run.eval_every=0",
-        "filter.enabled=false", "filter.batch_size=2", "optim.mini_batch_size=1",
+        "filter.enabled=false", "filter.batch_size=2", "optim.mini_batch_size=2",
         "optim.n_update=1", "rollout.group_size=2", "rollout.max_new_tokens=8",
         "run.iterations=2", f"run.out_dir={out}", "--no-progress",
     ]  # fmt: skip

@@ -40,11 +40,32 @@ def test_presets_are_listed():
     assert {"cpu_quick", "rence_vs_baselines", "rence_ablations"} <= set(preset_names())
 
 
-def test_the_baselines_preset_gives_grpo_four_updates_and_has_table_1():
-    study = load_study("rence_vs_baselines", "cpu")
-    assert [a.name for a in study.arms] == ["rence", "grpo", "dapo", "semi_online_dpo", "conspo"]
-    assert "optim.n_update=4" in dict((a.name, a.overrides) for a in study.arms)["grpo"]
-    assert list(study.tables) == ["Table 1"]
+def test_the_baselines_preset_gives_grpo_fewer_larger_updates_and_has_table_1():
+    from nemo_rence.config import compose
+
+    for scale, steps in (("cpu", (1, 4, 4)), ("paper", (4, 128, 512))):
+        study = load_study("rence_vs_baselines", scale)
+        assert [a.name for a in study.arms] == [
+            "rence",
+            "grpo",
+            "dapo",
+            "semi_online_dpo",
+            "conspo",
+        ]
+        grpo = dict((a.name, a.overrides) for a in study.arms)["grpo"]
+        overrides = [*grpo, "scale=paper"] if scale == "paper" else list(grpo)
+        cfg = compose(overrides)  # one pass over the batch in fewer steps than the others' 2 / 16
+        assert (cfg.optim.n_update, cfg.optim.mini_batch_size, cfg.filter.batch_size) == steps
+        assert list(study.tables) == ["Table 1"]
+
+
+def test_steps_that_leave_groups_of_the_batch_untrained_are_refused():
+    import pytest
+
+    from nemo_rence.config import ConfigError, compose
+
+    with pytest.raises(ConfigError, match=r"optim\.n_update x optim\.mini_batch_size"):
+        compose(["algorithm=grpo", "scale=paper", "optim.mini_batch_size=32"])
 
 
 def test_a_scale_appends_its_overrides_and_replaces_the_rest():
@@ -101,7 +122,7 @@ def test_cli_dry_run_prints_one_train_command_per_run_and_trains_nothing(capsys,
 
     assert main(["study", "cpu_quick", "--dry-run", "--out-dir", str(tmp_path)]) == 0
     lines = [x for x in capsys.readouterr().out.splitlines() if " train " in x]
-    assert len(lines) == 9 and all("run.budget_amount=640" in x for x in lines)
+    assert len(lines) == 9 and all("run.budget_amount=1280" in x for x in lines)
     assert not (tmp_path / "rence").exists()
 
 
