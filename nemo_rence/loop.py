@@ -43,6 +43,11 @@ from nemo_rence.batching import (
 from nemo_rence.budget import SignalFlag, SpendBudget, StopPolicy, TimeBudget, iteration_cost
 from nemo_rence.config import TrainConfig
 from nemo_rence.data.records import PromptRecord
+from nemo_rence.evaluation.in_loop import (
+    benchmark_metrics,
+    heldout_metrics,
+    write_benchmark_outputs,
+)
 from nemo_rence.infra.distributed import broadcast_object
 from nemo_rence.infra.metrics import MetricsLogger, StageTimer, format_metrics
 from nemo_rence.policy.interface import Policy, PolicyBatch, algorithm_loss
@@ -392,24 +397,10 @@ class Trainer:
                 samples.parent.mkdir(parents=True, exist_ok=True)
                 samples.write_text("".join(json.dumps(row) + "\n" for row in self.eval_samples))
             if self.bench_results:  # results.json / results.md / samples.jsonl, as nemo-rence eval
-                self._write_benchmarks(self.logger.run_dir / "eval" / name, tag)
-
-    def _write_benchmarks(self, out: Path, tag: str) -> None:
-        from nemo_rence.evaluation.runner import render_markdown, results_json, write_outputs
-
-        e = self.cfg.eval
-        settings = {
-            "k": e.k,
-            "temperature": e.temperature,
-            "top_p": e.top_p,
-            "max_new_tokens": e.max_new_tokens or self.cfg.rollout.max_new_tokens,
-            "engine": self.cfg.rollout.engine,
-            "seed": self.cfg.run.seed,
-        }
-        label = f"iteration {self.iteration} ({tag})"
-        doc = results_json(label, {"iteration": self.iteration}, settings, self.bench_results)
-        self.table = render_markdown(doc)
-        write_outputs(out, doc, self.bench_results, self.table)
+                out = self.logger.run_dir / "eval" / name
+                self.table = write_benchmark_outputs(
+                    out, self.cfg, self.iteration, tag, self.bench_results
+                )
 
     # -- state (checkpoint / resume) ----------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -458,10 +449,11 @@ class Trainer:
                 pass
 
     def validate(self, records: Sequence[PromptRecord]) -> dict[str, float]:
-        """Greedy pass@1 on held-out prompts (rank 0): boxed-and-correct accuracy, boxed rate."""
+        """Greedy pass@1 on held-out prompts (rank 0): boxed-and-correct accuracy, boxed rate
+        (:func:`~nemo_rence.evaluation.in_loop.heldout_metrics`)."""
         if not records or not self.is_main:
             return {}
-        graded = generate_and_grade(
+        metrics, self.eval_samples = heldout_metrics(
             self.engine,
             records,
             [self._encode(r) for r in records],
@@ -469,26 +461,7 @@ class Trainer:
             decode=self.parts.decode,
             reward=self.parts.reward,
         )
-        out, texts, results = graded.rollouts, graded.texts, graded.results
-        self.eval_samples = [
-            {
-                "id": rec.id,
-                "problem": rec.problem,
-                "answer": rec.answer,
-                "response": text,
-                "extracted": res.extracted,
-                "reward": res.reward,
-                "correct": bool(res.correct and res.boxed),
-            }
-            for rec, text, res in zip(records, texts, results, strict=True)
-        ]
-        n = len(results)
-        return {
-            "eval/accuracy": sum(r.correct and r.boxed for r in results) / n,
-            "eval/boxed": sum(r.boxed for r in results) / n,
-            "eval/reward": sum(r.reward for r in results) / n,
-            "eval/response_tokens": sum(out.lengths) / n,
-        }
+        return metrics
 
     # -- the run ------------------------------------------------------------------------------
     def evaluate(self, tag: str, heldout: bool = True, benchmarks: bool = True) -> dict[str, float]:
@@ -502,49 +475,18 @@ class Trainer:
         return metrics
 
     def evaluate_benchmarks(self) -> dict[str, float]:
-        """Each benchmark with ``eval.k`` samples per problem at ``eval.temperature`` (rank 0),
-        through :func:`~nemo_rence.evaluation.runner.evaluate_benchmark` (``nemo-rence eval``).
-
-        Returns ``eval/<name>/avg@k``, ``eval/<name>/std`` (the paper's per-problem std),
-        ``eval/<name>/pass@k`` and ``eval/avg``, the mean of the benchmarks' avg@k. Sampling
-        seeds come from their own stream (run seed, iteration): the training streams are
-        untouched.
-        """
-        from nemo_rence.evaluation.inputs import EvalSettings
-        from nemo_rence.evaluation.runner import benchmark_json, evaluate_benchmark
-
-        e, cfg = self.cfg.eval, self.cfg
-        settings = EvalSettings(
-            k=e.k, temperature=e.temperature, top_p=e.top_p, batch_size=e.batch_size
+        """Each benchmark with ``eval.k`` samples per problem at ``eval.temperature`` (rank 0;
+        :func:`~nemo_rence.evaluation.in_loop.benchmark_metrics`, as ``nemo-rence eval``)."""
+        metrics, self.bench_results = benchmark_metrics(
+            self.cfg,
+            self.parts.benchmarks,
+            self.iteration,
+            engine=self.engine,
+            encode=self.parts.encode,
+            decode=self.parts.decode,
+            reward=self.parts.reward,
+            stop_token_ids=self.parts.eos_token_ids,
         )
-        rng = random.Random(cfg.run.seed * 1_000_003 + self.iteration)
-        metrics: dict[str, float] = {}
-        averages = []
-        for bench, loaded in self.parts.benchmarks:
-            result = evaluate_benchmark(
-                bench,
-                loaded,
-                engine=self.engine,
-                encode=self.parts.encode,
-                decode=self.parts.decode,
-                reward=self.parts.reward,
-                settings=settings,
-                max_prompt_tokens=cfg.data.max_prompt_tokens,
-                max_new_tokens=e.max_new_tokens or cfg.rollout.max_new_tokens,
-                stop_token_ids=self.parts.eos_token_ids,
-                rng=rng,
-            )
-            self.bench_results.append(result)
-            entry = benchmark_json(result)
-            if entry["avg_at_k"] is None:  # every prompt too long: counted in its report
-                continue
-            name, k = bench.name, e.k
-            metrics[f"eval/{name}/avg@{k}"] = entry["avg_at_k"]
-            metrics[f"eval/{name}/std"] = entry["std"]
-            metrics[f"eval/{name}/pass@{k}"] = entry["pass_at_k"][str(k)]
-            averages.append(entry["avg_at_k"])
-        if averages:
-            metrics["eval/avg"] = sum(averages) / len(averages)
         return metrics
 
     def fit(
