@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     specs = runs.plan_runs(study, study_dir)
     pending = [s for s in specs if not runs.is_done(study, s)]
     print(
-        f"study {study.name}: {len(study.arms)} arms x {len(study.seeds)} seeds at "
+        f"study {study.name}: {len(study.arms)} arms, {len(specs)} runs at "
         f"{study.budget.amount:g} {study.budget.kind}; {len(specs) - len(pending)} of "
         f"{len(specs)} runs done; directory {study_dir}",
         flush=True,

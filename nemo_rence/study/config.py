@@ -46,10 +46,15 @@ class Arm:
     overrides: tuple[str, ...] = ()
     label: str = ""
     """How the report names it (default: ``name``), e.g. the paper's row name."""
+    seeds: tuple[int, ...] = ()
+    """This arm's seeds when not the study's (e.g. one seed to screen a candidate, three for
+    the arms compared); differences to another arm pair the seeds both have."""
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise ConfigError(f"study.arms: name {self.name!r} must be a plain directory name")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"study.arms[{self.name}].seeds: distinct seeds, got {self.seeds}")
 
 
 @dataclass(frozen=True)
@@ -165,6 +170,7 @@ class StudyConfig:
                     name=str(a["name"]),
                     overrides=tuple(str(o) for o in a.get("overrides") or ()),
                     label=str(a.get("label") or ""),
+                    seeds=tuple(int(x) for x in a.get("seeds") or ()),
                 )
                 for a in data.pop("arms", None) or ()
             )

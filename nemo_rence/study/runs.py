@@ -64,10 +64,11 @@ class RunSpec:
 
 
 def plan_runs(study: StudyConfig, study_dir: Path) -> list[RunSpec]:
-    """Every arm x seed, arm-major (the order of the local executor and of the array)."""
+    """Every arm x seed (an arm's own ``seeds`` or the study's), arm-major (the order of the
+    local executor and of the array)."""
     out: list[RunSpec] = []
     for arm in study.arms:
-        for seed in study.seeds:
+        for seed in arm.seeds or study.seeds:
             out.append(
                 RunSpec(
                     len(out),

@@ -7,6 +7,9 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+from nemo_rence.errors import ConfigError
 from nemo_rence.study.config import StudyConfig
 from nemo_rence.study.runs import (
     CONFIG_FILE,
@@ -160,9 +163,21 @@ def test_gpu_slots_give_each_run_its_gpu(tmp_path, monkeypatch):
 
 
 def test_jobs_must_be_a_positive_integer():
-    import pytest
-
-    from nemo_rence.errors import ConfigError
-
     with pytest.raises(ConfigError, match=r"study\.jobs"):
         StudyConfig.from_mapping({**STUDY, "jobs": 0})
+
+
+def test_an_arm_may_have_its_own_seeds(tmp_path):
+    arms = [
+        {"name": "rence", "overrides": ["algorithm=rence"]},
+        {"name": "probe", "overrides": ["optim.lr=3e-5"], "seeds": [3]},
+    ]
+    study = StudyConfig.from_mapping({**STUDY, "arms": arms})
+    assert [s.label for s in plan_runs(study, tmp_path)] == [
+        "rence/seed3",
+        "rence/seed4",
+        "probe/seed3",
+    ]
+    assert StudyConfig.from_mapping(study.to_dict()) == study  # study-config.json keeps them
+    with pytest.raises(ConfigError, match=r"arms\[probe\]\.seeds"):
+        StudyConfig.from_mapping({**STUDY, "arms": [{**arms[1], "seeds": [1, 1]}]})
