@@ -9,19 +9,10 @@ import os
 import subprocess
 import sys
 
-TINY = [
-    "model=tiny",
-    "filter.enabled=false",  # a random model never boxes an answer: keep every group
-    "filter.batch_size=2",
-    "rollout.prompts_per_draw=2",  # one draw of 2 prompts x K=4: 8 rollouts per iteration
-    "rollout.group_size=4",
-    "rollout.max_new_tokens=8",
-    "optim.mini_batch_size=1",
-    "optim.n_update=2",
-    "data.max_prompt_tokens=512",
-    "run.eval_size=2",
+from tests.integration.test_study_cli import TINY  # 8 rollouts per iteration on the tiny model
+
+SCHEDULE = [
     "run.eval_every=0",
-    "run.time_budget_min=0",
     "optim.lr=1e-3",
     "optim.lr_schedule=cosine",
     "optim.min_lr_ratio=0.1",
@@ -40,6 +31,7 @@ def test_the_cosine_schedule_runs_over_the_rollout_budget(tmp_path):
         "nemo_rence",
         "train",
         *TINY,
+        *SCHEDULE,
         "optim.lr_schedule_over=budget",
         "run.budget_kind=rollouts",
         "run.budget_amount=24",
