@@ -102,6 +102,9 @@ class StudyConfig:
     executor: str = "local"
     metric: str = "eval/accuracy"
     """The held-out metric compared at equal budget (a key of the runs' evaluation rows)."""
+    also: tuple[str, ...] = ()
+    """Other evaluation metrics reported beside it at the same evaluation, as means over seeds
+    (e.g. ``eval/boxed``, ``eval/response_tokens``: what a policy learned besides the metric)."""
     tables: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """The paper's table layouts when the arms are the paper's: title -> arm names, the first
     being that table's reference row (``{"Table 3": [rence, rence_t_easy_099]}``)."""
@@ -185,6 +188,7 @@ class StudyConfig:
             scale=scale or resolved,
             name=str(data.pop("name", "study")),
             seeds=tuple(int(s) for s in data.pop("seeds", None) or ()),
+            also=tuple(str(m) for m in data.pop("also", None) or ()),
             overrides=tuple(str(o) for o in data.pop("overrides", None) or ()),
             gpus=tuple(str(g) for g in data.pop("gpus", None) or ()),
             tables={

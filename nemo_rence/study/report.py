@@ -67,6 +67,12 @@ class RunSummary:
     rollouts: float = 0.0
     accepted_prompts: float = 0.0
     train_minutes: float = 0.0
+    optimizer_steps: float = 0.0
+    best: float | None = None
+    """The highest metric of the evaluations at or before the budget (the ``best`` checkpoint's
+    when it is the metric the run selects on)."""
+    also: dict[str, float] = field(default_factory=dict)
+    """``study.also`` metrics at the equal-budget evaluation."""
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
@@ -101,6 +107,7 @@ def summarize_run(study: StudyConfig, spec: RunSpec) -> RunSummary:
             sum(float(v or 0.0) for k, v in train[it].items() if k.startswith("time/")) / 60.0
         )
     out.iterations, out.spent = len(train), total
+    out.optimizer_steps = float(len(train) * n_update)
     out.accepted_prompts = float(len(train) * batch_size)
     limit = study.budget.amount * (1 + 1e-9)
     for it in sorted(evals):
@@ -110,6 +117,10 @@ def summarize_run(study: StudyConfig, spec: RunSpec) -> RunSummary:
         out.curve.append((spend[it], value))
         if spend[it] <= limit:
             out.at_budget, out.at_budget_iteration, out.at_budget_spent = value, it, spend[it]
+            out.best = value if out.best is None else max(out.best, value)
+    if out.at_budget_iteration is not None:
+        row = evals[out.at_budget_iteration]
+        out.also = {m: float(row[m]) for m in study.also if row.get(m) is not None}
     sample_field = SAMPLE_FIELDS.get(study.metric)
     if out.at_budget_iteration is not None and sample_field is not None:
         row = evals[out.at_budget_iteration]
@@ -182,6 +193,12 @@ class ArmSummary:
     runs: int
     diff: dict[str, Any] | None = None
     """vs the first arm: mean, ci, excludes_zero, paired seeds."""
+    best_mean: float = math.nan
+    """Mean over seeds of each run's best evaluation at or before the budget."""
+    iterations_mean: float = math.nan
+    optimizer_steps_mean: float = math.nan
+    also_means: dict[str, float] = field(default_factory=dict)
+    """Mean over seeds of each ``study.also`` metric at the equal-budget evaluation."""
 
 
 def _matrix(runs: Sequence[RunSummary]) -> tuple[np.ndarray, list[str] | None]:
@@ -202,7 +219,8 @@ def build_report(study: StudyConfig, study_dir: Path) -> dict[str, Any]:
     arms: list[ArmSummary] = []
     matrices: dict[str, tuple[list[int], np.ndarray, list[str] | None]] = {}
     for k, arm in enumerate(study.arms):
-        scored = [r for r in by_arm[arm.name] if r.at_budget is not None]
+        # finished runs only: an unfinished run's last evaluation is not at the budget
+        scored = [r for r in by_arm[arm.name] if r.done and r.at_budget is not None]
         if not scored:
             continue
         rng = np.random.default_rng([study.bootstrap_seed, k, 0])
@@ -226,6 +244,14 @@ def build_report(study: StudyConfig, study_dir: Path) -> dict[str, Any]:
                 train_minutes_mean=float(np.mean([r.train_minutes for r in scored])),
                 done=sum(r.done for r in by_arm[arm.name]),
                 runs=len(by_arm[arm.name]),
+                best_mean=float(np.mean([r.best for r in scored if r.best is not None])),
+                iterations_mean=float(np.mean([r.iterations for r in scored])),
+                optimizer_steps_mean=float(np.mean([r.optimizer_steps for r in scored])),
+                also_means={
+                    m: float(np.mean([r.also[m] for r in scored if m in r.also]))
+                    for m in study.also
+                    if any(m in r.also for r in scored)
+                },
             )
         )
         matrices[arm.name] = ([r.seed for r in scored], matrix, ids)
@@ -369,16 +395,35 @@ def render_markdown(study: StudyConfig, report: Mapping[str, Any], plots: Sequen
         "",
         "## Cost",
         "",
-        "| arm | rollouts per accepted prompt | training minutes per run (mean) |",
-        "|---|---|---|",
+        "| arm | rollouts per accepted prompt | iterations (mean) | optimizer steps (mean) "
+        "| training minutes per run (mean) |",
+        "|---|---|---|---|---|",
     ]
     for a in report["arms"]:
         lines.append(
             f"| {a['label']} | {a['rollouts_per_accepted_prompt']:.2f} | "
+            f"{a['iterations_mean']:.1f} | {a['optimizer_steps_mean']:.1f} | "
             f"{a['train_minutes_mean']:.1f} |"
         )
+    also = list(study.also)
+    lines += [
+        "",
+        "## At the budget, besides the metric",
+        "",
+        f"Means over seeds: the best `{metric}` of the evaluations at or before the budget, and "
+        "the other metrics at the equal-budget evaluation.",
+        "",
+        "| arm | best (mean) | " + " | ".join(f"`{m}`" for m in also) + (" |" if also else "|"),
+        "|---|---|" + "---|" * len(also),
+    ]
+    for a in report["arms"]:
+        cells = [f"{a['also_means'][m]:.4g}" if m in a["also_means"] else "-" for m in also]
+        lines.append(
+            f"| {a['label']} | {_pct(a['best_mean'])} |" + "".join(f" {c} |" for c in cells)
+        )
     for title, rows in report.get("tables", {}).items():
-        lines += ["", f"## The paper's {title}", ""]
+        heading = f"The paper's {title}" if title.startswith("Table") else title
+        lines += ["", f"## {heading}", ""]
         lines += [f"| Method | {metric} mean (std) | Δ vs {rows[0]['label']} (95% interval) |"]
         lines += ["|---|---|---|"]
         for row in rows:

@@ -155,3 +155,26 @@ def test_curve_band_is_the_step_mean_over_seeds():
     mean, lo, hi = curve_band(curves, [0.0, 10.0, 20.0], np.random.default_rng(0))
     assert mean == pytest.approx([0.0, 0.5, 0.75])
     assert lo == pytest.approx([0.0, 0.0, 0.5]) and hi == pytest.approx([0.0, 1.0, 1.0])
+
+
+def test_best_steps_and_the_other_metrics_are_read_at_the_same_evaluation(tmp_path):
+    study = StudyConfig.from_mapping({**STUDY, "also": ["eval/boxed"]})
+    spec = plan_runs(study, tmp_path)[0]
+    _write_run(spec.directory, [16, 16, 16], [0.0, 0.5, 0.25, 0.75])
+    rows = [json.loads(x) for x in (spec.directory / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:  # eval/boxed = 10 x the iteration on each evaluation row
+        if "eval/accuracy" in row:
+            row["eval/boxed"] = 10.0 * row["iteration"]
+    (spec.directory / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = summarize_run(study, spec)
+    # 16 + 16 = 32 <= 40 < 48: the budget's evaluation is iteration 2's (0.25); best 0.5
+    assert (run.at_budget, run.best, run.also) == (0.25, 0.5, {"eval/boxed": 20.0})
+    assert (run.iterations, run.optimizer_steps) == (3, 6.0)
+    other = plan_runs(study, tmp_path)[1]
+    _write_run(other.directory, [16, 16], [0.0, 0.0, 1.0])
+    arm = build_report(study, tmp_path)["arms"][0]
+    assert arm["best_mean"] == pytest.approx((0.5 + 1.0) / 2)
+    assert arm["also_means"] == {"eval/boxed": 20.0}  # the mean over the runs that logged it
+    assert arm["optimizer_steps_mean"] == pytest.approx((6 + 4) / 2)
+    text = write_report(study, tmp_path) and (tmp_path / "study.md").read_text()
+    assert "| `eval/boxed` |" in text and "| 75.0 | 20 |" in text
