@@ -19,11 +19,14 @@ The first draw of each search always runs, so resumed runs always make progress.
 ``run.budget_kind`` / ``run.budget_amount`` (:class:`SpendBudget`) is the same decision on what
 the run has *spent* rather than on the clock: rollouts generated (the filter's rejected ones
 included), tokens generated, optimizer steps, or minutes in the training stages. With ``s`` spent
-so far, ``c`` the last iteration's cost and ``A`` the amount, another iteration starts only if
-``s < A`` and ``s + c <= A``; another draw of the batch search only if
-``s + (draws so far + 1) * (last search's cost per draw) + (last iteration's cost outside its
-search) <= A``. An iteration whose cost is constant (the filter off, or optimizer steps) therefore
-spends the budget exactly; otherwise a run stops at most one iteration's (one draw's) cost short.
+so far, ``c`` the last iteration's cost, ``A`` the amount and ``d`` the most one draw of the
+batch search can cost (``draw_bound``: a draw samples at most ``rollout.prompts_per_draw``
+prompts x K rollouts, the cache included; the largest per-draw cost seen when unknown), another
+iteration starts only if ``s + c <= A`` and ``s + d + (rest) <= A``; another draw only if
+``s + (draws so far + 1) * d + (rest) <= A``, the rest being the last iteration's cost outside its
+search. A run therefore never spends more than ``A`` rollouts; an iteration whose cost is constant
+(the filter off, or optimizer steps) spends the budget exactly; otherwise a run stops at most one
+iteration's (one draw's) cost short.
 What an iteration cost is read from its metrics row (:func:`iteration_cost`), so a resumed run
 recounts it from ``metrics.jsonl`` and ``nemo-rence study`` counts it the same way.
 """
@@ -153,9 +156,14 @@ def spent_per_iteration(
 class SpendBudget:
     """``run.budget_amount`` of ``run.budget_kind`` (module doc); ``amount = 0``: no budget."""
 
-    def __init__(self, kind: str, amount: float, n_update: int = 1) -> None:
+    def __init__(
+        self, kind: str, amount: float, n_update: int = 1, draw_rollouts: int = 0
+    ) -> None:
         self.kind, self.amount, self.n_update = kind, amount, n_update
+        self.draw_rollouts = draw_rollouts
+        """The most rollouts one draw of the batch search generates (0: unknown)."""
         self.spent = 0.0
+        self.last_rollouts = 0.0
         self.last: tuple[float, float, int] | None = None
         """The last iteration's (cost, search share, draws)."""
 
@@ -164,6 +172,7 @@ class SpendBudget:
         cost, search = iteration_cost(self.kind, metrics, self.n_update)
         self.spent += cost
         self.last = (cost, search, max(int(metrics.get("filter/draws") or 1), 1))
+        self.last_rollouts = float(metrics.get("filter/rollouts") or 0.0)
 
     def restore(self, metrics_file: Path | None, iteration: int) -> None:
         """A resumed run: recount the iterations up to the checkpoint's from ``metrics.jsonl``."""
@@ -176,12 +185,30 @@ class SpendBudget:
             self.record(last[max(costs)])  # the last iteration predicts the next
         self.spent = sum(costs.values())
 
+    def draw_bound(self) -> float:
+        """The most one draw can cost, in ``kind`` (module doc; after the first iteration)."""
+        if self.last is None:
+            return 0.0
+        cost, search, n = self.last
+        seen = search / n
+        if self.kind == "rollouts" and self.draw_rollouts > 0:
+            return max(float(self.draw_rollouts), seen)
+        if self.kind == "tokens" and self.draw_rollouts > 0 and self.last_rollouts > 0:
+            return max(self.draw_rollouts * search / self.last_rollouts, seen)
+        return seen
+
     def over(self) -> bool:
         """True when the next iteration would spend more than the amount (rank 0's view)."""
         if self.amount <= 0:
             return False
-        return self.spent >= self.amount or (
-            self.last is not None and self.spent + self.last[0] > self.amount
+        if self.spent >= self.amount:
+            return True
+        if self.last is None:
+            return False
+        cost, search, _ = self.last
+        rest = cost - search
+        return self.spent + cost > self.amount or (
+            self.spent + self.draw_bound() + rest > self.amount
         )
 
     def exhausted(self) -> bool:
@@ -198,9 +225,9 @@ class SpendBudget:
             draws[0] += 1  # asked before every draw but the first: draws[0] have run
             if self.amount <= 0 or self.last is None:
                 return False
-            cost, search, n = self.last
-            per_draw, rest = search / n, cost - search
-            return self.spent + (draws[0] + 1) * per_draw + rest > self.amount
+            cost, search, _ = self.last
+            rest = cost - search
+            return self.spent + (draws[0] + 1) * self.draw_bound() + rest > self.amount
 
         return should_stop
 

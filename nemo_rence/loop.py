@@ -147,7 +147,13 @@ class Trainer:
             cfg.filter, parts.source, to_plain=group_to_plain, from_plain=group_from_plain
         )
         self.kl = controller_from_config(cfg.kl)
-        self.spend = SpendBudget(cfg.run.budget_kind, cfg.run.budget_amount, cfg.optim.n_update)
+        draw = cfg.rollout.prompts_per_draw or cfg.filter.batch_size  # Draw: at most this many
+        self.spend = SpendBudget(
+            cfg.run.budget_kind,
+            cfg.run.budget_amount,
+            cfg.optim.n_update,
+            draw_rollouts=draw * cfg.rollout.group_size,
+        )
         """What the run has spent of ``run.budget_amount`` (rank 0 counts a resumed run's past)."""
         o = cfg.optim
         self.lr_schedule = LRSchedule(

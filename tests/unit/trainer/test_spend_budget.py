@@ -87,3 +87,28 @@ def test_restore_recounts_the_checkpointed_iterations(tmp_path):
 def test_bad_budget_is_a_config_error(field, value):
     with pytest.raises(ConfigError, match=rf"run\.{field}"):
         RunConfig(**{field: value})
+
+
+def test_draws_are_bounded_by_their_largest_possible_cost_never_overspending():
+    # the case that overspent: the last search averaged 68 rollouts per draw (a cheap cache
+    # draw among them), but a draw of 16 prompts x K=8 costs 128
+    row = {"iteration": 6, "filter/rollouts": 136.0, "filter/draws": 2.0}
+    spend = SpendBudget("rollouts", 1280.0, draw_rollouts=128)
+    spend.spent = 968.0
+    spend.record(row)  # 1104 spent
+    assert spend.draw_bound() == 128.0
+    assert not spend.over()  # 1104 + 136 <= 1280 and one draw fits: 1104 + 128 <= 1280
+    guard = spend.search_guard()
+    assert guard()  # a 2nd draw could reach 1104 + 2 x 128 = 1360 > 1280
+    unbounded = SpendBudget("rollouts", 1280.0)
+    unbounded.spent = 968.0
+    unbounded.record(row)
+    assert not unbounded.search_guard()()  # the per-draw average (68) alone let it overspend
+
+
+def test_an_iteration_does_not_start_when_not_even_one_draw_fits():
+    spend = SpendBudget("rollouts", 100.0, draw_rollouts=64)
+    spend.record({"iteration": 1, "filter/rollouts": 32.0, "filter/draws": 1.0})
+    assert not spend.over()  # 32 + 64 <= 100
+    spend.record({"iteration": 2, "filter/rollouts": 32.0, "filter/draws": 1.0})
+    assert spend.over()  # 64 + 32 <= 100, but a draw may cost 64: 128 > 100
