@@ -156,9 +156,7 @@ def spent_per_iteration(
 class SpendBudget:
     """``run.budget_amount`` of ``run.budget_kind`` (module doc); ``amount = 0``: no budget."""
 
-    def __init__(
-        self, kind: str, amount: float, n_update: int = 1, draw_rollouts: int = 0
-    ) -> None:
+    def __init__(self, kind: str, amount: float, n_update: int = 1, draw_rollouts: int = 0) -> None:
         self.kind, self.amount, self.n_update = kind, amount, n_update
         self.draw_rollouts = draw_rollouts
         """The most rollouts one draw of the batch search generates (0: unknown)."""
@@ -189,7 +187,7 @@ class SpendBudget:
         """The most one draw can cost, in ``kind`` (module doc; after the first iteration)."""
         if self.last is None:
             return 0.0
-        cost, search, n = self.last
+        _, search, n = self.last
         seen = search / n
         if self.kind == "rollouts" and self.draw_rollouts > 0:
             return max(float(self.draw_rollouts), seen)
