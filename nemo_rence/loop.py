@@ -263,7 +263,7 @@ class Trainer:
         self._engine_asleep = False
         return {"refit/reclaim_seconds": time.perf_counter() - start}
 
-    def _schedule_fractions(self, row: dict[str, float]) -> list[float] | None:
+    def _schedule_fractions(self, rollouts: int, batch: PolicyBatch) -> list[float] | None:
         """Where each optimizer step of this iteration falls on a spend budget, in [0, 1] (rank
         0's count; None unless ``optim.lr_schedule_over=budget`` with a spend budget: the
         schedule then runs over ``run.iterations``).
@@ -275,9 +275,15 @@ class Trainer:
         """
         spend, n = self.spend, self.cfg.optim.n_update
         if spend.amount <= 0 or self.cfg.optim.lr_schedule_over != "budget":
-            return None
+            return None  # decided from the config: the same on every rank
+        row = {
+            "filter/rollouts": float(rollouts),
+            "rollout/response_tokens_mean": batch.response_lengths.float().mean().item(),
+        }
         cost = 0.0 if spend.kind == "wall_clock_min" else iteration_cost(spend.kind, row, n)[0]
-        return [min((spend.spent + cost * j / n) / spend.amount, 1.0) for j in range(n)]
+        return broadcast_object(
+            [min((spend.spent + cost * j / n) / spend.amount, 1.0) for j in range(n)]
+        )
 
     def train_iteration(self, should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
         """One iteration of Algorithm 1; ``should_stop`` (rank 0) may end its batch search.
@@ -301,11 +307,7 @@ class Trainer:
         metrics: dict[str, float] = {}
         with timer("update"):
             first = self.iteration * cfg.optim.n_update  # global optimizer step of this batch
-            spent_now = {
-                **fstats.metrics(len(groups)),
-                "rollout/response_tokens_mean": batch.response_lengths.float().mean().item(),
-            }
-            fractions = broadcast_object(self._schedule_fractions(spent_now))
+            fractions = self._schedule_fractions(fstats.rollouts, batch)
             lrs = [
                 self.lr_schedule.lr_at(first + j, f)
                 for j, f in enumerate(fractions or [None] * cfg.optim.n_update)

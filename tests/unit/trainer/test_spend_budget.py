@@ -112,3 +112,13 @@ def test_an_iteration_does_not_start_when_not_even_one_draw_fits():
     assert not spend.over()  # 32 + 64 <= 100
     spend.record({"iteration": 2, "filter/rollouts": 32.0, "filter/draws": 1.0})
     assert spend.over()  # 64 + 32 <= 100, but a draw may cost 64: 128 > 100
+
+
+def test_a_token_budget_bounds_a_draw_by_its_rollouts_at_the_last_mean_length():
+    spend = SpendBudget("tokens", 10_000.0, draw_rollouts=64)
+    spend.record({"iteration": 1, "filter/rollouts": 32.0, "filter/draws": 2.0, **_tokens(10.0)})
+    assert spend.draw_bound() == 64 * 10.0  # 320 tokens over 32 rollouts: 10 per rollout
+
+
+def _tokens(mean: float) -> dict[str, float]:
+    return {"rollout/response_tokens_mean": mean}
