@@ -1,7 +1,8 @@
 """The runs of a study: one ordinary run directory per arm x seed, and three ways to run them.
 
 ``<study_dir>/<arm>/seed<k>`` is trained by ``nemo-rence train <common> <arm> run.seed=k
-run.out_dir=... run.budget_kind=... run.budget_amount=... run.iterations=<cap>``, so it resumes
+run.out_dir=... run.budget_kind=... run.budget_amount=... run.iterations=<cap>
+run.keep_checkpoints=<study.keep_checkpoints>``, so it resumes
 like any run (``run.resume=auto``). A run is *done* when its last ``metrics.jsonl`` row is the
 final evaluation (``eval/is_after``: the budget or ``run.iterations`` ended it) for this study's
 budget; rerunning a study skips done runs and resumes the others.
@@ -95,6 +96,7 @@ def train_command(study: StudyConfig, spec: RunSpec, python: str = sys.executabl
         f"run.budget_kind={b.kind}",
         f"run.budget_amount={b.amount:g}",
         f"run.iterations={study.max_iterations}",
+        f"run.keep_checkpoints={study.keep_checkpoints}",
         "--no-progress",
     ]
 

@@ -63,8 +63,18 @@ def test_train_command_sets_the_budget_seed_and_directory_after_the_overrides(tm
         "run.budget_kind=optimizer_steps",
         "run.budget_amount=8",
         "run.iterations=50",
+        "run.keep_checkpoints=1",
         "--no-progress",
     ]
+
+
+def test_runs_keep_the_study_s_number_of_checkpoints(tmp_path):
+    study = StudyConfig.from_mapping({**STUDY, "keep_checkpoints": 3})
+    assert "run.keep_checkpoints=3" in train_command(study, plan_runs(study, tmp_path)[0])
+    with pytest.raises(ConfigError, match=r"study\.keep_checkpoints"):
+        StudyConfig.from_mapping({**STUDY, "keep_checkpoints": 0})
+    with pytest.raises(ConfigError, match="set by the study"):
+        StudyConfig.from_mapping({**STUDY, "overrides": ["run.keep_checkpoints=5"]})
 
 
 def test_done_means_final_evaluation_under_this_budget(tmp_path):
