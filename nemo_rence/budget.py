@@ -22,11 +22,17 @@ included), tokens generated, optimizer steps, or minutes in the training stages.
 so far, ``c`` the last iteration's cost, ``A`` the amount and ``d`` the most one draw of the
 batch search can cost (``draw_bound``: a draw samples at most ``rollout.prompts_per_draw``
 prompts x K rollouts, the cache included; the largest per-draw cost seen when unknown), another
-iteration starts only if ``s + c <= A`` and ``s + d + (rest) <= A``; another draw only if
-``s + (draws so far + 1) * d + (rest) <= A``, the rest being the last iteration's cost outside its
-search. A run therefore never spends more than ``A`` rollouts; an iteration whose cost is constant
-(the filter off, or optimizer steps) spends the budget exactly; otherwise a run stops at most one
-iteration's (one draw's) cost short.
+draw starts only if ``s + (draws so far + 1) * d + (rest) <= A``, the rest being the last
+iteration's cost outside its search, and another iteration only if its first draw could:
+``s + d + (rest) <= A``. A search the budget interrupts ends the run as a time budget's does
+(its groups kept for a resumed run with a larger budget). So a run never spends more than ``A``
+rollouts and stops less than one draw short of it (the filter off: one draw is one iteration,
+and constant-cost iterations spend the budget exactly). Not ``s + c <= A`` on the last
+iteration's whole cost ``c``, as the time budget predicts: the first iteration of a run costs
+the most by far (the filter searches longest while the policy rarely solves a prompt), and that
+prediction ended runs with up to 30% of their budget unspent, the most for the arms whose
+iterations cost the most, which an equal-budget comparison must not do. The budget kinds with
+no draw bound (optimizer steps, minutes in the training stages) keep that prediction.
 What an iteration cost is read from its metrics row (:func:`iteration_cost`), so a resumed run
 recounts it from ``metrics.jsonl`` and ``nemo-rence study`` counts it the same way.
 """
@@ -204,10 +210,16 @@ class SpendBudget:
         if self.last is None:
             return False
         cost, search, _ = self.last
-        rest = cost - search
-        return self.spent + cost > self.amount or (
-            self.spent + self.draw_bound() + rest > self.amount
-        )
+        one_draw = self.spent + self.draw_bound() + (cost - search) > self.amount
+        if self.bounds_draws:  # the search guard ends a search that would overspend
+            return one_draw
+        return self.spent + cost > self.amount or one_draw
+
+    @property
+    def bounds_draws(self) -> bool:
+        """Whether a draw's cost is bounded (rollouts, tokens) so that an iteration may start
+        whenever one draw fits (module doc)."""
+        return self.draw_rollouts > 0 and self.kind in ("rollouts", "tokens")
 
     def exhausted(self) -> bool:
         """Rank 0's verdict on every rank (only rank 0 recounts a resumed run's history)."""
@@ -230,11 +242,12 @@ class SpendBudget:
         return should_stop
 
     def explain(self) -> str:
-        last = f"; the last iteration spent {self.last[0]:g}" if self.last else ""
-        return (
-            f"{self.spent:g} of run.budget_amount={self.amount:g} {self.kind} spent"
-            f"{last}: another iteration would exceed it"
-        )
+        spent = f"{self.spent:g} of run.budget_amount={self.amount:g} {self.kind} spent"
+        if self.last is None:
+            return spent
+        if self.bounds_draws:
+            return f"{spent}; a draw may cost {self.draw_bound():g}: not one more draw fits"
+        return f"{spent}; the last iteration spent {self.last[0]:g}: another would exceed it"
 
 
 class SignalFlag(Protocol):

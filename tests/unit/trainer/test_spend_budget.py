@@ -36,11 +36,38 @@ def test_constant_cost_iterations_spend_the_budget_exactly():
     assert spend.spent == 48.0 and spend.over()
 
 
-def test_stops_before_an_iteration_that_would_overspend():
+def test_without_a_draw_bound_the_last_iteration_predicts_the_next():
     spend = SpendBudget("rollouts", 40.0)
     spend.record(ROW)
     assert spend.over()  # 24 + 24 > 40: stop with 24 spent, never more than 40
     assert "24 of run.budget_amount=40 rollouts" in spend.explain()
+    assert "the last iteration spent 24" in spend.explain()
+
+
+def test_an_expensive_first_iteration_does_not_end_the_run_while_a_draw_fits():
+    # seed 4 of the CPU study: the first batch search took 7 draws (896 rollouts); predicting the
+    # next iteration from that one stopped the run with 384 of its 1,280 rollouts unspent
+    spend = SpendBudget("rollouts", 1280.0, draw_rollouts=128)
+    spend.record({"iteration": 1, "filter/rollouts": 896.0, "filter/draws": 7.0})
+    assert not spend.over()  # 896 + 128 <= 1280
+    guard = spend.search_guard()
+    assert [guard(), guard(), guard()] == [False, False, True]  # draw 4 would reach 1408
+    spend.record({"iteration": 2, "filter/rollouts": 256.0, "filter/draws": 2.0})  # 1152
+    assert not spend.over()  # 1152 + 128 <= 1280
+    spend.record({"iteration": 3, "filter/rollouts": 128.0, "filter/draws": 1.0})  # 1280
+    assert spend.over()
+    assert spend.explain() == (
+        "1280 of run.budget_amount=1280 rollouts spent; a draw may cost 128: not one more draw fits"
+    )
+
+
+def test_kinds_without_a_draw_bound_keep_the_prediction():
+    steps = SpendBudget("optimizer_steps", 6.0, n_update=4, draw_rollouts=128)
+    steps.record(ROW)
+    assert steps.over()  # 4 + 4 > 6
+    minutes = SpendBudget("wall_clock_min", 3.8, draw_rollouts=128)
+    minutes.record(ROW)  # 2 minutes, 0.5 of them in the search's 3 draws
+    assert minutes.over()  # 2 + 2 > 3.8, though one draw and the rest fit: 2 + 0.5 / 3 + 1.5
 
 
 def test_search_guard_stops_before_the_draw_that_would_overspend():
