@@ -22,9 +22,10 @@ included), tokens generated, optimizer steps, or minutes in the training stages.
 so far, ``c`` the last iteration's cost, ``A`` the amount and ``d`` the most one draw of the
 batch search can cost (``draw_bound``: a draw samples at most ``rollout.prompts_per_draw``
 prompts x K rollouts, the cache included; the largest per-draw cost seen when unknown), another
-draw starts only if ``s + (draws so far + 1) * d + (rest) <= A``, the rest being the last
-iteration's cost outside its search, and another iteration only if its first draw could:
-``s + d + (rest) <= A``. A search the budget interrupts ends the run as a time budget's does
+draw starts only if ``s + (what the search has generated so far) + d <= A`` (tokens: its
+rollouts at the last iteration's mean length; every draw counted at ``d`` where the search's
+rollouts are not known, plus the rest of the last iteration outside its search), and another
+iteration only if its first draw could: ``s + d + (rest) <= A``. A search the budget interrupts ends the run as a time budget's does
 (its groups kept for a resumed run with a larger budget). So a run never spends more than ``A``
 rollouts and stops less than one draw short of it (the filter off: one draw is one iteration,
 and constant-cost iterations spend the budget exactly). Not ``s + c <= A`` on the last
@@ -227,19 +228,43 @@ class SpendBudget:
 
         return broadcast_object(self.over()) if self.amount > 0 else False
 
-    def search_guard(self) -> Callable[[], bool]:
-        """``should_stop`` for one batch search: True when another draw would overspend."""
+    def search_guard(self, searched: Callable[[], float] | None = None) -> Callable[[], bool]:
+        """``should_stop`` for one batch search: True when another draw would overspend.
+
+        Args:
+            searched: the rollouts the search has generated so far (the filter's
+                ``search_rollouts``). With it, a rollout or token budget counts the draws done
+                at what they cost and only the next one at its bound, so the run stops less than
+                one draw short of the budget, and the first iteration is guarded too (rollouts);
+                without it every draw counts at its bound.
+        """
         draws = [0]
 
         def should_stop() -> bool:
             draws[0] += 1  # asked before every draw but the first: draws[0] have run
-            if self.amount <= 0 or self.last is None:
+            if self.amount <= 0:
+                return False
+            if searched is not None and self.bounds_draws:
+                per_rollout = self._per_rollout()
+                if per_rollout is not None:
+                    bound = max(self.draw_rollouts * per_rollout, self.draw_bound())
+                    return self.spent + searched() * per_rollout + bound > self.amount
+            if self.last is None:
                 return False
             cost, search, _ = self.last
             rest = cost - search
             return self.spent + (draws[0] + 1) * self.draw_bound() + rest > self.amount
 
         return should_stop
+
+    def _per_rollout(self) -> float | None:
+        """What one rollout costs in ``kind``: 1, or the last iteration's mean tokens per
+        rollout (None before the first iteration: not yet known)."""
+        if self.kind == "rollouts":
+            return 1.0
+        if self.last is None or self.last_rollouts <= 0:
+            return None
+        return self.last[1] / self.last_rollouts
 
     def explain(self) -> str:
         spent = f"{self.spent:g} of run.budget_amount={self.amount:g} {self.kind} spent"
@@ -286,8 +311,9 @@ class StopPolicy:
     def exit_code(self) -> int:
         return self.flag.exit_code if self.flag is not None else 0
 
-    def search_guard(self) -> Callable[[], bool]:
-        guard, spend = self.budget.search_guard(), self.spend.search_guard()
+    def search_guard(self, searched: Callable[[], float] | None = None) -> Callable[[], bool]:
+        """``searched``: the rollouts the search has generated so far (``SpendBudget``)."""
+        guard, spend = self.budget.search_guard(), self.spend.search_guard(searched)
 
         def should_stop() -> bool:
             if self.signal is not None or guard():

@@ -548,7 +548,8 @@ class Trainer:
                 break
             try:  # the whole step (periodic evaluation, checkpoint) predicts the next one
                 with stop.budget.timing_iteration():
-                    metrics = self.train_iteration(stop.search_guard())
+                    guard = stop.search_guard(searched=lambda: self.filter.search_rollouts)
+                    metrics = self.train_iteration(guard)
                     stop.budget.record_search(metrics.get("time/rollout", 0.0))
                     stop.record(metrics)
                     bar.update(1)

@@ -238,6 +238,9 @@ class PromptFilter:
         self.mastered: set[Hashable] = set()
         self.pending: tuple[list[ScoredGroup], FilterStats] | None = None
         """S and the statistics of a search that ``should_stop`` interrupted (module doc)."""
+        self.search_rollouts = 0
+        """The rollouts the search in progress has generated so far (an interrupted search's
+        included once continued): what a rollout budget's ``should_stop`` counts."""
 
     # -- Algorithm 1 ------------------------------------------------------------------------
     def next_batch(
@@ -255,6 +258,7 @@ class PromptFilter:
         self.pending = None
         first = True
         while len(stack) < cfg.batch_size:
+            self.search_rollouts = stats.rollouts
             if stats.draws >= cfg.max_draws:
                 raise FilterStarvedError(self._starved_message(stats, len(stack)))
             if not first and should_stop is not None and should_stop():

@@ -149,3 +149,34 @@ def test_a_token_budget_bounds_a_draw_by_its_rollouts_at_the_last_mean_length():
 
 def _tokens(mean: float) -> dict[str, float]:
     return {"rollout/response_tokens_mean": mean}
+
+
+def test_the_guard_counts_the_draws_done_at_what_they_cost():
+    # seed 2 of the CPU study: 1,120 spent, the last search's first draw re-sampled one cached
+    # prompt (8 rollouts); counting that draw at its bound (128) stopped the run with 152 unspent
+    searched = [8.0]
+    spend = SpendBudget("rollouts", 1280.0, draw_rollouts=128)
+    spend.spent = 856.0
+    spend.record({"iteration": 6, "filter/rollouts": 264.0, "filter/draws": 3.0})  # 1120
+    assert not spend.search_guard(lambda: searched[0])()  # 1120 + 8 + 128 <= 1280
+    assert spend.search_guard()()  # without the count: 1120 + 2 x 128 > 1280
+    searched[0] = 40.0
+    assert spend.search_guard(lambda: searched[0])()  # 1120 + 40 + 128 > 1280
+
+
+def test_the_first_search_is_guarded_when_its_rollouts_are_counted():
+    # seeds 1 and 3: the first search needs 1,408 rollouts; it now stops within 1,280
+    spend = SpendBudget("rollouts", 1280.0, draw_rollouts=128)
+    guard = spend.search_guard(lambda: 1152.0)
+    assert not guard()  # 1152 + 128 <= 1280
+    assert spend.search_guard(lambda: 1160.0)()
+    tokens = SpendBudget("tokens", 1000.0, draw_rollouts=128)
+    assert not tokens.search_guard(lambda: 1e6)()  # tokens per rollout unknown before the first
+
+
+def test_a_token_guard_counts_the_search_at_the_last_mean_length():
+    spend = SpendBudget("tokens", 10_000.0, draw_rollouts=64)
+    spend.record({"iteration": 1, "filter/rollouts": 32.0, "filter/draws": 2.0, **_tokens(10.0)})
+    # 320 spent; a draw may cost 640 tokens
+    assert not spend.search_guard(lambda: 900.0)()  # 320 + 9,000 + 640 = 9,960
+    assert spend.search_guard(lambda: 905.0)()  # 320 + 9,050 + 640 > 10,000
