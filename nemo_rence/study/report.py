@@ -364,6 +364,16 @@ def render_markdown(study: StudyConfig, report: Mapping[str, Any], plots: Sequen
     def _pct(x: float) -> str:
         return f"{u * x:.1f}" if u != 1 else f"{x:.4g}"
 
+    def _delta(d: Mapping[str, Any] | None) -> str:
+        """A paired difference and its interval, in the metric's unit (points for a share)."""
+        if d is None:
+            return "-"
+        mark = " **excludes 0**" if d["excludes_zero"] else ""
+        lo, hi = d["ci"]
+        if u != 1:
+            return f"{u * d['mean']:+.1f} [{u * lo:+.1f}, {u * hi:+.1f}]{mark}"
+        return f"{d['mean']:+.4g} [{lo:+.4g}, {hi:+.4g}]{mark}"
+
     lines = [
         f"# Study `{study.name}`{f' ({study.scale} scale)' if study.scale else ''}",
         "",
@@ -380,16 +390,11 @@ def render_markdown(study: StudyConfig, report: Mapping[str, Any], plots: Sequen
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for a in report["arms"]:
-        d = a["diff"]
-        diff = "-"
-        if d is not None:
-            mark = " **excludes 0**" if d["excludes_zero"] else ""
-            diff = f"{u * d['mean']:+.4g} [{u * d['ci'][0]:+.4g}, {u * d['ci'][1]:+.4g}]{mark}"
         per_seed = ", ".join(_pct(v) for v in a["values"])
         lines.append(
             f"| {a['label']} | {a['done']}/{a['runs']} | {len(a['seeds'])} | {per_seed} | "
             f"{_pct(a['mean'])} | {_pct(a['std'])} | [{_pct(a['ci'][0])}, {_pct(a['ci'][1])}] "
-            f"({a['over']}) | {a['spent_mean']:g} | {diff} |"
+            f"({a['over']}) | {a['spent_mean']:.5g} | {_delta(a['diff'])} |"
         )
     lines += [
         "",
@@ -427,11 +432,7 @@ def render_markdown(study: StudyConfig, report: Mapping[str, Any], plots: Sequen
         lines += [f"| Method | {metric} mean (std) | Δ vs {rows[0]['label']} (95% interval) |"]
         lines += ["|---|---|---|"]
         for row in rows:
-            d = row["diff"]
-            delta = "-"
-            if d is not None:
-                mark = " **excludes 0**" if d["excludes_zero"] else ""
-                delta = f"{u * d['mean']:+.4g} [{u * d['ci'][0]:+.4g}, {u * d['ci'][1]:+.4g}]{mark}"
+            delta = _delta(row["diff"])
             lines.append(f"| {row['label']} | {_pct(row['mean'])} ({_pct(row['std'])}) | {delta} |")
     lines += [
         "",
