@@ -255,12 +255,16 @@ def build_report(study: StudyConfig, study_dir: Path) -> dict[str, Any]:
             )
         )
         matrices[arm.name] = ([r.seed for r in scored], matrix, ids)
+    index = {a.name: i for i, a in enumerate(study.arms)}
     if arms:
         base = arms[0]
-        for k, arm_summary in enumerate(arms[1:], start=1):
-            arm_summary.diff = _difference(study, matrices[base.arm], matrices[arm_summary.arm], k)
+        for arm_summary in arms[1:]:
+            pair = (index[base.arm], index[arm_summary.arm])
+            arm_summary.diff = _difference(
+                study, matrices[base.arm], matrices[arm_summary.arm], pair
+            )
     tables = {}
-    for t, (title, rows) in enumerate(study.tables.items()):
+    for title, rows in study.tables.items():
         present = [r for r in rows if r in matrices]
         if not present:
             continue
@@ -273,9 +277,9 @@ def build_report(study: StudyConfig, study_dir: Path) -> dict[str, Any]:
                 "std": next(a.std for a in arms if a.arm == r),
                 "diff": None
                 if r == ref
-                else _difference(study, matrices[ref], matrices[r], 1000 * (t + 1) + j),
+                else _difference(study, matrices[ref], matrices[r], (index[ref], index[r])),
             }
-            for j, r in enumerate(present)
+            for r in present
         ]
     return {
         "study": study.to_dict(),
@@ -291,11 +295,14 @@ def _difference(
     study: StudyConfig,
     base: tuple[list[int], np.ndarray, list[str] | None],
     other: tuple[list[int], np.ndarray, list[str] | None],
-    k: int,
+    pair: tuple[int, int],
 ) -> dict[str, Any]:
-    """``other - base`` over the seeds both have (paired); problems paired when shared."""
+    """``other - base`` over the seeds both have (paired); problems paired when shared.
+
+    ``pair``: the two arms' places in the study; the bootstrap's draws depend on it alone, so
+    one comparison has one interval wherever the report shows it."""
     seeds = [s for s in base[0] if s in other[0]]
-    rng = np.random.default_rng([study.bootstrap_seed, k, 1])
+    rng = np.random.default_rng([study.bootstrap_seed, *pair, 1])
     if not seeds:
         return {"mean": math.nan, "ci": (math.nan, math.nan), "excludes_zero": False, "seeds": []}
     a = base[1][[base[0].index(s) for s in seeds]]

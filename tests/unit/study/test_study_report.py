@@ -136,6 +136,19 @@ def test_report_resamples_problems_when_every_run_wrote_them(tmp_path):
     assert b["ci"][1] == pytest.approx(1.0)
 
 
+def test_one_comparison_has_one_interval_wherever_the_report_shows_it(tmp_path):
+    study = StudyConfig.from_mapping(
+        {**STUDY, "seeds": [0, 1, 2], "tables": {"T1": ["a", "b"], "T2": ["a", "b"]}}
+    )
+    rng = np.random.default_rng(0)
+    for spec in plan_runs(study, tmp_path):  # 25 problems: an interval the draws move
+        correct = [int(c) for c in rng.random(25) < (0.3 if spec.arm == "a" else 0.6)]
+        _write_run(spec.directory, [20, 20], [0.0, 0.5, sum(correct) / 25], correct)
+    report = build_report(study, tmp_path)
+    column = report["arms"][1]["diff"]
+    assert report["tables"]["T1"][1]["diff"] == column == report["tables"]["T2"][1]["diff"]
+
+
 def test_report_is_deterministic_and_written(tmp_path):
     study = _study_with_runs(tmp_path, correct=True)
     first = write_report(study, tmp_path)
