@@ -29,8 +29,7 @@ MINIMAL = {
 )
 def test_every_preset_loads_and_its_arms_name_existing_algorithm_presets(preset, scale):
     study = load_study(preset, scale)
-    # rence_diagnosis records what ran (seeds 0 and 2: docs/rence-vs-dapo.md)
-    assert study.budget.amount > 0 and len(study.seeds) >= (2 if preset == "rence_diagnosis" else 3)
+    assert study.budget.amount > 0 and len(study.seeds) >= 3
     for arm in study.arms:
         for override in arm.overrides:
             group, _, option = override.partition("=")
