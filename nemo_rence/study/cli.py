@@ -97,9 +97,10 @@ def run(args: argparse.Namespace) -> int:
     u, suffix = unit(study.metric)
     for a in report["arms"]:
         lo, hi = a["ci"]
+        fmt = ".1f" if suffix else ".4g"  # a share in points, else the metric's own digits
         print(
-            f"  {a['label']:<24} {study.metric} {u * a['mean']:.4g}{suffix} "
-            f"[{u * lo:.4g}, {u * hi:.4g}] over {len(a['seeds'])} seeds",
+            f"  {a['label']:<24} {study.metric} {u * a['mean']:{fmt}}{suffix} "
+            f"[{u * lo:{fmt}}, {u * hi:{fmt}}] over {len(a['seeds'])} seeds",
             flush=True,
         )
     print(f"report: {study_dir / 'study.md'}", flush=True)

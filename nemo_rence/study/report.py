@@ -299,10 +299,11 @@ def _difference(
 ) -> dict[str, Any]:
     """``other - base`` over the seeds both have (paired); problems paired when shared.
 
-    ``pair``: the two arms' places in the study; the bootstrap's draws depend on it alone, so
-    one comparison has one interval wherever the report shows it."""
-    seeds = [s for s in base[0] if s in other[0]]
-    rng = np.random.default_rng([study.bootstrap_seed, *pair, 1])
+    ``pair``: the two arms' places in the study; the bootstrap's draws depend on the two arms
+    alone, in either order, so one comparison has one interval wherever the report shows it
+    (and ``a - b``'s is ``b - a``'s mirrored)."""
+    seeds = sorted(s for s in base[0] if s in other[0])
+    rng = np.random.default_rng([study.bootstrap_seed, *sorted(pair), 1])
     if not seeds:
         return {"mean": math.nan, "ci": (math.nan, math.nan), "excludes_zero": False, "seeds": []}
     a = base[1][[base[0].index(s) for s in seeds]]

@@ -147,6 +147,11 @@ def test_one_comparison_has_one_interval_wherever_the_report_shows_it(tmp_path):
     report = build_report(study, tmp_path)
     column = report["arms"][1]["diff"]
     assert report["tables"]["T1"][1]["diff"] == column == report["tables"]["T2"][1]["diff"]
+    reversed_ = build_report(
+        StudyConfig.from_mapping({**study.to_dict(), "tables": {"T": ["b", "a"]}}), tmp_path
+    )["tables"]["T"][1]["diff"]
+    assert reversed_["mean"] == pytest.approx(-column["mean"])
+    assert reversed_["ci"] == pytest.approx((-column["ci"][1], -column["ci"][0]))
 
 
 def test_report_is_deterministic_and_written(tmp_path):
