@@ -25,8 +25,8 @@ prompts x K rollouts, the cache included; the largest per-draw cost seen when un
 draw starts only if ``s + (what the search has generated so far) + d <= A`` (tokens: its
 rollouts at the last iteration's mean length; every draw counted at ``d`` where the search's
 rollouts are not known, plus the rest of the last iteration outside its search), and another
-iteration only if its first draw could: ``s + d + (rest) <= A``. A search the budget interrupts ends the run as a time budget's does
-(its groups kept for a resumed run with a larger budget). So a run never spends more than ``A``
+iteration only if its first draw could: ``s + d + (rest) <= A``. A search the budget interrupts
+ends the run as a time budget's does (its groups kept for a resumed run with a larger budget). So a run never spends more than ``A``
 rollouts and stops less than one draw short of it (the filter off: one draw is one iteration,
 and constant-cost iterations spend the budget exactly). Not ``s + c <= A`` on the last
 iteration's whole cost ``c``, as the time budget predicts: the first iteration of a run costs
@@ -191,16 +191,11 @@ class SpendBudget:
         self.spent = sum(costs.values())
 
     def draw_bound(self) -> float:
-        """The most one draw can cost, in ``kind`` (module doc; after the first iteration)."""
-        if self.last is None:
-            return 0.0
-        _, search, n = self.last
-        seen = search / n
-        if self.kind == "rollouts" and self.draw_rollouts > 0:
-            return max(float(self.draw_rollouts), seen)
-        if self.kind == "tokens" and self.draw_rollouts > 0 and self.last_rollouts > 0:
-            return max(self.draw_rollouts * search / self.last_rollouts, seen)
-        return seen
+        """The most one draw can cost, in ``kind`` (module doc): ``draw_rollouts`` at what a
+        rollout costs, else the largest per-draw cost seen (0 before the first iteration)."""
+        seen = self.last[1] / self.last[2] if self.last is not None else 0.0
+        per_rollout = self._per_rollout() if self.bounds_draws else None
+        return seen if per_rollout is None else max(self.draw_rollouts * per_rollout, seen)
 
     def over(self) -> bool:
         """True when the next iteration would spend more than the amount (rank 0's view)."""
@@ -247,8 +242,7 @@ class SpendBudget:
             if searched is not None and self.bounds_draws:
                 per_rollout = self._per_rollout()
                 if per_rollout is not None:
-                    bound = max(self.draw_rollouts * per_rollout, self.draw_bound())
-                    return self.spent + searched() * per_rollout + bound > self.amount
+                    return self.spent + searched() * per_rollout + self.draw_bound() > self.amount
             if self.last is None:
                 return False
             cost, search, _ = self.last

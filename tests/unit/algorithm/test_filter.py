@@ -255,6 +255,25 @@ def test_an_interrupted_search_keeps_its_groups_and_the_first_draw_always_runs()
     assert stats.draws == 4 and stats.accepted == 4 and f.pending is None
 
 
+def test_should_stop_sees_the_rollouts_the_search_has_generated_so_far():
+    """``search_rollouts``: what a rollout budget's guard counts (``SpendBudget.search_guard``),
+    the interrupted search's rollouts included when it continues."""
+    prompts = [Prompt(f"p{i}", 0.3) for i in range(8)]
+    f = PromptFilter(FilterConfig(batch_size=4, max_draws=100), Source(prompts, size=1))
+    roll = scripted({p.id: 2 for p in prompts})
+    seen: list[int] = []
+
+    def record_then_stop_on_the_second_call():
+        seen.append(f.search_rollouts)
+        return len(seen) == 2
+
+    with pytest.raises(SearchInterrupted):
+        f.next_batch(roll, record_then_stop_on_the_second_call)
+    assert seen == [K, 2 * K]  # one prompt of K rollouts per draw
+    f.next_batch(roll, lambda: seen.append(f.search_rollouts) or False)
+    assert seen[2:] == [3 * K]  # the continued search counts the interrupted one's rollouts
+
+
 def test_filter_state_without_a_pending_search_loads(tmp_path):
     """Checkpoints written before interrupted searches existed have no 'pending' entry."""
     f = PromptFilter(FilterConfig(batch_size=1), Source([Prompt("a", 0.5)], size=1))
